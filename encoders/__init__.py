@@ -1,0 +1,29 @@
+"""RayBind's model library: LanguageBind towers on open_clip with LoRA, token masking and InfoNCE.
+
+Pure PyTorch (never imports ray): everything here runs the same inside a Ray worker, in a notebook,
+or on an accelerator machine without Ray.
+"""
+
+from encoders.checkpoint import load_model, save_model
+from encoders.config import LoraSettings, ModelConfig, PreprocessConfig, TextConfig, TowerConfig
+from encoders.constants import MODALITIES
+from encoders.loss import contrastive_loss, gather_features
+from encoders.model import BindModel
+from encoders.presets import available_presets, get_preset
+from encoders.text import Tokenizer
+
+
+def languagebind_config(preset: str, modalities: list[str] | tuple[str, ...], text: TextConfig | None = None,
+                        pretrained: str | None = None, init_seed: int = 0) -> ModelConfig:
+    """A model config with the paper's per-modality recipe and the preset's preprocessing defaults."""
+    spec = get_preset(preset)
+    towers = tuple(TowerConfig.languagebind(m, spec.preprocess(m)) for m in modalities)
+    return ModelConfig(preset=preset, pretrained=pretrained, init_seed=init_seed, text=text or TextConfig(),
+                       towers=towers)
+
+
+__all__ = [
+    "MODALITIES", "BindModel", "LoraSettings", "ModelConfig", "PreprocessConfig", "TextConfig", "Tokenizer",
+    "TowerConfig", "available_presets", "contrastive_loss", "gather_features", "get_preset",
+    "languagebind_config", "load_model", "save_model",
+]

@@ -1,0 +1,84 @@
+"""Model checkpoints as DESIGN.md's contract: adapters, not full models, and never pickle.
+
+    <dir>/raybind.json                  model config (preset, towers, preprocessing), config hash
+    <dir>/<modality>/adapter_config.json    peft LoRA config  } `PeftModel.from_pretrained(tower.backbone, dir)`
+    <dir>/<modality>/adapter_model.safetensors                }
+    <dir>/<modality>/trained.safetensors    every other trained tensor (post-norm, projection,
+                                            temporal embeddings, logit scale; all blocks when full FT)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from encoders.config import ModelConfig
+from encoders.lora import load_adapter, save_adapter
+from encoders.model import BindModel
+
+MANIFEST = "raybind.json"
+TRAINED_TENSORS = "trained.safetensors"
+FORMAT_VERSION = 1
+
+
+def config_hash(config: ModelConfig) -> str:
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _non_adapter_trained(model: BindModel, modality: str) -> dict:
+    tower = model.tower(modality)
+    return {name: p.detach().cpu().contiguous() for name, p in tower.named_parameters()
+            if p.requires_grad and "lora_" not in name}
+
+
+def save_model(model: BindModel, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write the trained state of every tower plus `raybind.json`; returns the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for modality in model.modalities:
+        folder = directory / modality
+        folder.mkdir(exist_ok=True)
+        if model.tower_config(modality).lora is not None:
+            save_adapter(model.tower(modality), folder)
+        save_file(_non_adapter_trained(model, modality), str(folder / TRAINED_TENSORS))
+    manifest = {"format_version": FORMAT_VERSION, "model": model.config.to_dict(),
+                "config_hash": config_hash(model.config), **(extra or {})}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return directory
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"not a RayBind checkpoint (no {MANIFEST}): {directory}")
+    return json.loads(path.read_text())
+
+
+def load_into(model: BindModel, directory: str | Path) -> BindModel:
+    """Load trained tensors into an already built model of the same config."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if manifest["config_hash"] != config_hash(model.config):
+        raise ValueError(f"checkpoint {directory} was written for a different model config "
+                         f"({manifest['config_hash']} != {config_hash(model.config)})")
+    for modality in model.modalities:
+        folder = directory / modality
+        tower = model.tower(modality)
+        if tower.config.lora is not None:
+            load_adapter(tower, folder)
+        tensors = load_file(str(folder / TRAINED_TENSORS))
+        missing = set(_non_adapter_trained(model, modality)) - set(tensors)
+        if missing:
+            raise ValueError(f"{folder / TRAINED_TENSORS} lacks {sorted(missing)[:5]}")
+        tower.load_state_dict(tensors, strict=False)
+    return model
+
+
+def load_model(directory: str | Path) -> BindModel:
+    """Rebuild the model from `raybind.json` (same backbone weights, same seed) and load its trained state."""
+    config = ModelConfig.from_dict(read_manifest(directory)["model"])
+    return load_into(BindModel(config), directory)

@@ -1,0 +1,157 @@
+"""Typed settings of the model library: what a tower is, how its inputs are prepared, how it is adapted.
+
+Plain dataclasses (no pydantic) so `encoders` stays dependency-light; `raybind.config` validates the
+YAML and converts into these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from encoders import constants as C
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything the transforms need for one tower; stored in `raybind.json` so inference matches training."""
+
+    image_size: int = 224
+    mean: tuple[float, float, float] = C.CLIP_MEAN
+    std: tuple[float, float, float] = C.CLIP_STD
+    num_frames: int = C.VIDEO_NUM_FRAMES
+    sample_rate: int = C.AUDIO_SAMPLE_RATE
+    mel_bins: int = C.AUDIO_MEL_BINS
+    target_length: int = C.AUDIO_TARGET_LENGTH
+    frame_length_ms: float = C.AUDIO_FRAME_LENGTH_MS
+    frame_shift_ms: float = C.AUDIO_FRAME_SHIFT_MS
+    audio_norm_mean: float = C.AUDIO_NORM_MEAN
+    audio_norm_std: float = C.AUDIO_NORM_STD
+    depth_min_m: float = C.DEPTH_MIN_M
+    depth_max_m: float = C.DEPTH_MAX_M
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PreprocessConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown preprocessing fields {sorted(unknown)}; valid: {sorted(known)}")
+        values = dict(data)
+        for key in ("mean", "std"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int = 16
+    alpha: int = C.LORA_ALPHA
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class TowerConfig:
+    """One modality tower. `lora=None` means full fine-tuning of the transformer blocks."""
+
+    modality: str
+    mask_ratio: float = 0.0
+    lora: LoraSettings | None = field(default_factory=LoraSettings)
+    temporal: str = "attention"  # video only: "attention" (LanguageBind) or "mean" (frame average only)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+    def __post_init__(self) -> None:
+        if self.modality not in C.MODALITIES:
+            raise ValueError(f"unknown modality {self.modality!r}; valid: {list(C.MODALITIES)}")
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"{self.modality}.mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if self.temporal not in ("attention", "mean"):
+            raise ValueError(f"{self.modality}.temporal must be 'attention' or 'mean', got {self.temporal!r}")
+
+    @classmethod
+    def languagebind(cls, modality: str, preprocess: PreprocessConfig | None = None) -> "TowerConfig":
+        """The paper's recipe for a modality (mask ratio, LoRA rank, alpha 16, dropout 0)."""
+        if modality not in C.MODALITIES:
+            raise ValueError(f"unknown modality {modality!r}; valid: {list(C.MODALITIES)}")
+        return cls(
+            modality=modality,
+            mask_ratio=C.MASK_RATIO[modality],
+            lora=LoraSettings(r=C.LORA_RANK[modality], alpha=C.LORA_ALPHA, dropout=0.0),
+            preprocess=preprocess or PreprocessConfig(),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "modality": self.modality,
+            "mask_ratio": self.mask_ratio,
+            "lora": None if self.lora is None else dataclasses.asdict(self.lora),
+            "temporal": self.temporal,
+            "preprocess": self.preprocess.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TowerConfig":
+        lora = data.get("lora")
+        return cls(
+            modality=data["modality"],
+            mask_ratio=float(data.get("mask_ratio", 0.0)),
+            lora=None if lora is None else LoraSettings(**lora),
+            temporal=data.get("temporal", "attention"),
+            preprocess=PreprocessConfig.from_dict(data.get("preprocess", {})),
+        )
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """The frozen language tower: the preset's open_clip text tower, or a Hugging Face sentence encoder."""
+
+    kind: str = "open_clip"          # "open_clip" | "hf"
+    name: str | None = None          # hf: model name, local folder, or a bundled alias (see encoders.text)
+    context_length: int = C.TEXT_CONTEXT_LENGTH
+    projection_dim: int | None = None  # hf: frozen projection to this size; None keeps the encoder's width
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("open_clip", "hf"):
+            raise ValueError(f"text.kind must be 'open_clip' or 'hf', got {self.kind!r}")
+        if self.kind == "hf" and not self.name:
+            raise ValueError("text.name is required when text.kind is 'hf'")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A whole bind model: one preset backbone, one frozen language tower, one tower per modality."""
+
+    preset: str = "tiny"
+    pretrained: str | None = None  # open_clip pretrained tag or local checkpoint file; None = random init
+    init_seed: int = 0             # random init is seeded so a checkpoint reloads onto the same backbone
+    text: TextConfig = field(default_factory=TextConfig)
+    towers: tuple[TowerConfig, ...] = ()
+
+    def tower(self, modality: str) -> TowerConfig:
+        for tower in self.towers:
+            if tower.modality == modality:
+                return tower
+        raise KeyError(f"no {modality!r} tower; this model has {[t.modality for t in self.towers]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "preset": self.preset,
+            "pretrained": self.pretrained,
+            "init_seed": self.init_seed,
+            "text": dataclasses.asdict(self.text),
+            "towers": [t.to_dict() for t in self.towers],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        return cls(
+            preset=data["preset"],
+            pretrained=data.get("pretrained"),
+            init_seed=int(data.get("init_seed", 0)),
+            text=TextConfig(**data.get("text", {})),
+            towers=tuple(TowerConfig.from_dict(t) for t in data.get("towers", [])),
+        )

@@ -1,0 +1,88 @@
+"""LoRA via peft and the freezing policy of a tower (what trains, what stays as pretrained)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+
+from encoders.config import TowerConfig
+from encoders.towers import ModalityTower
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# PeftModel.save_pretrained prefixes keys with the wrapper path; we write the same so
+# `PeftModel.from_pretrained(backbone, folder)` loads our adapters onto a bare backbone.
+PEFT_PREFIX = "base_model.model."
+
+_PROJECTIONS = "(q_proj|k_proj|v_proj|out_proj)"
+SPATIAL_TARGETS = rf"blocks\.\d+\.attn\.{_PROJECTIONS}"
+TEMPORAL_TARGETS = rf"blocks\.\d+\.temporal_attn\.{_PROJECTIONS}"
+
+# Frozen in every mode: the input embedding (patches, class token, positions) and the pre-norm.
+_ALWAYS_FROZEN = ("conv1.", "class_embedding", "positional_embedding", "ln_pre.")
+# Trained next to the adapters in LoRA mode: post-norm, projection, temporal position embeddings.
+def _trained_with_lora(name: str) -> bool:
+    return name.startswith("ln_post.") or name == "proj" or name.endswith(".temporal_embedding")
+
+
+def lora_config(tower: TowerConfig) -> LoraConfig:
+    """q/k/v/out adapters; video with temporal attention adapts only the temporal attention."""
+    if tower.lora is None:
+        raise ValueError(f"{tower.modality} tower has no LoRA settings (full fine-tuning)")
+    temporal = tower.modality == "video" and tower.temporal == "attention"
+    return LoraConfig(
+        r=tower.lora.r,
+        lora_alpha=tower.lora.alpha,
+        lora_dropout=tower.lora.dropout,
+        target_modules=TEMPORAL_TARGETS if temporal else SPATIAL_TARGETS,
+        bias="none",
+    )
+
+
+def prepare_tower(tower: ModalityTower) -> ModalityTower:
+    """Inject adapters (LoRA mode) and set requires_grad on exactly the parameters that train."""
+    if tower.config.lora is not None:
+        inject_adapter_in_model(lora_config(tower.config), tower.backbone)
+    for name, param in tower.backbone.named_parameters():
+        param.requires_grad = _trains(name, lora=tower.config.lora is not None)
+    tower.log_logit_scale.requires_grad = True
+    return tower
+
+
+def _trains(name: str, lora: bool) -> bool:
+    if name.startswith(_ALWAYS_FROZEN):
+        return False
+    if not lora:
+        return True
+    return "lora_" in name or _trained_with_lora(name)
+
+
+def save_adapter(tower: ModalityTower, folder: Path) -> None:
+    """Write `adapter_config.json` + `adapter_model.safetensors` in the layout PeftModel loads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = lora_config(tower.config)
+    config.save_pretrained(str(folder))
+    state = get_peft_model_state_dict(tower.backbone)
+    save_file({PEFT_PREFIX + k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / ADAPTER_WEIGHTS))
+
+
+def load_adapter(tower: ModalityTower, folder: Path) -> None:
+    """Load adapter weights written by `save_adapter` (or PeftModel.save_pretrained) into a prepared tower."""
+    config_path = folder / ADAPTER_CONFIG
+    if not config_path.is_file():
+        raise FileNotFoundError(f"no {ADAPTER_CONFIG} in {folder}")
+    saved = json.loads(config_path.read_text())
+    if saved.get("r") != tower.config.lora.r:
+        raise ValueError(f"adapter in {folder} has rank {saved.get('r')}, tower expects {tower.config.lora.r}")
+    state = {k.removeprefix(PEFT_PREFIX): v for k, v in load_file(str(folder / ADAPTER_WEIGHTS)).items()}
+    result = set_peft_model_state_dict(tower.backbone, state)
+    if result.unexpected_keys:
+        raise ValueError(f"adapter in {folder} does not fit this tower: unexpected {result.unexpected_keys[:5]}")
+
+
+def trainable_parameters(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {name: p for name, p in module.named_parameters() if p.requires_grad}

@@ -1,0 +1,73 @@
+"""BindModel: one frozen language tower plus one LoRA-adapted tower per modality, in a shared space."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from encoders.backbone import build_clip
+from encoders.config import ModelConfig, TowerConfig
+from encoders.constants import MODALITIES
+from encoders.lora import prepare_tower
+from encoders.presets import get_preset
+from encoders.text import Tokenizer, build_text_tower
+from encoders.towers import ModalityTower
+
+
+class BindModel(nn.Module):
+    """`encode_text` and `encode(modality, batch)` return L2-normalised embeddings in one space."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if not config.towers:
+            raise ValueError(f"model config has no towers; add at least one of {list(MODALITIES)}")
+        self.config = config
+        preset = get_preset(config.preset)
+        own_text = config.text.kind == "open_clip"
+        text_dim = None
+        if not own_text:
+            self.text = build_text_tower(config.text, None, seed=config.init_seed)
+            text_dim = self.text.output_dim
+        clip = build_clip(preset, config.pretrained, embed_dim=text_dim, seed=config.init_seed)
+        visual = clip.visual
+        if own_text:
+            self.text = build_text_tower(config.text, clip, seed=config.init_seed)
+        self.embed_dim = int(self.text.output_dim)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.init_seed)  # LoRA A matrices are random: seed them too
+            self.towers = nn.ModuleDict(
+                {t.modality: prepare_tower(ModalityTower(t, visual)) for t in config.towers})
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.towers.keys())
+
+    def tower(self, modality: str) -> ModalityTower:
+        if modality not in self.towers:
+            raise KeyError(f"no {modality!r} tower in this model; it has {self.modalities}")
+        return self.towers[modality]
+
+    def tower_config(self, modality: str) -> TowerConfig:
+        return self.tower(modality).config
+
+    def train(self, mode: bool = True) -> "BindModel":
+        super().train(mode)
+        self.text.eval()  # frozen: no dropout, ever
+        return self
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"text tokens must be integer ids [batch, context_length], got {list(tokens.shape)} "
+                             f"{tokens.dtype}")
+        with torch.no_grad():
+            return F.normalize(self.text(tokens).float(), dim=-1)
+
+    def encode(self, modality: str, batch: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.tower(modality)(batch).float(), dim=-1)
+
+    def logit_scale(self, modality: str) -> torch.Tensor:
+        return self.tower(modality).logit_scale()
+
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer(self.config.text)

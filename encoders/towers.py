@@ -1,0 +1,171 @@
+"""Modality towers: an open_clip ViT re-wired for LanguageBind (token masking, temporal attention,
+spectrogram position grids) and adapted with LoRA."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from encoders import constants as C
+from encoders.attention import SplitAttention
+from encoders.config import TowerConfig
+from encoders.masking import gather_tokens, random_keep_indices
+
+
+class TowerBlock(nn.Module):
+    """One residual block of the tower; for video, preceded by a temporal attention over frames.
+
+    The temporal attention starts as a copy of the spatial one and shares its pre-norm (`ln_1`); each
+    layer adds its own learned temporal position embedding first (LanguageBind's design).
+    """
+
+    def __init__(self, source: nn.Module, temporal_frames: int = 0) -> None:
+        super().__init__()
+        if not isinstance(getattr(source, "attn", None), nn.MultiheadAttention):
+            raise TypeError(f"expected an open_clip ResidualAttentionBlock, got {type(source).__name__}")
+        self.ln_1 = source.ln_1
+        self.attn = SplitAttention.from_multihead(source.attn)
+        self.ls_1 = source.ls_1
+        self.ln_2 = source.ln_2
+        self.mlp = source.mlp
+        self.ls_2 = source.ls_2
+        if temporal_frames:
+            width = source.attn.embed_dim
+            self.temporal_attn = copy.deepcopy(self.attn)
+            self.temporal_embedding = nn.Parameter(torch.zeros(temporal_frames, width))
+        else:
+            self.temporal_attn = None
+            self.temporal_embedding = None
+
+    def forward(self, x: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
+        if self.temporal_attn is not None and num_frames > 1:
+            x = self._temporal(x, num_frames)
+        x = x + self.ls_1(self.attn(self.ln_1(x)))
+        return x + self.ls_2(self.mlp(self.ln_2(x)))
+
+    def _temporal(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        clips_frames, tokens, width = x.shape
+        clips = clips_frames // frames
+        # (clip, frame, token) -> (clip, token, frame): attend across frames at each token position.
+        h = x.view(clips, frames, tokens, width).transpose(1, 2).reshape(clips * tokens, frames, width)
+        h = h + self.temporal_embedding[:frames]
+        h = h + self.temporal_attn(self.ln_1(h))
+        return h.view(clips, tokens, frames, width).transpose(1, 2).reshape(clips_frames, tokens, width)
+
+
+def resize_position_embedding(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
+    """Bicubically interpolate patch position embeddings [1 + gh*gw, D] to a new grid (CLS kept)."""
+    if tuple(old_grid) == tuple(new_grid):
+        return pos.detach().clone()
+    cls, patches = pos[:1], pos[1:]
+    width = pos.shape[-1]
+    grid = patches.reshape(1, old_grid[0], old_grid[1], width).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=new_grid, mode="bicubic", align_corners=False)
+    patches = grid.permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], width).to(pos.dtype)
+    return torch.cat([cls, patches], dim=0).detach()
+
+
+class VisionBackbone(nn.Module):
+    """The open_clip ViT parts, with a forward that supports masking, frames and any patch grid.
+
+    This is the module peft adapts; its parameter names are what the adapter files reference.
+    """
+
+    def __init__(self, visual: nn.Module, input_hw: tuple[int, int], temporal_frames: int = 0) -> None:
+        super().__init__()
+        if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok":
+            raise ValueError("only CLS-token pooled open_clip VisionTransformers are supported")
+        patch = visual.patch_size
+        self.patch_size = (int(patch[0]), int(patch[1]))
+        self.input_hw = (int(input_hw[0]), int(input_hw[1]))
+        self.grid = (self.input_hw[0] // self.patch_size[0], self.input_hw[1] // self.patch_size[1])
+        if min(self.grid) < 1:
+            raise ValueError(f"input {self.input_hw} is smaller than one {self.patch_size} patch")
+        self.conv1 = visual.conv1
+        self.class_embedding = visual.class_embedding
+        self.positional_embedding = nn.Parameter(
+            resize_position_embedding(visual.positional_embedding, tuple(visual.grid_size), self.grid))
+        self.ln_pre = visual.ln_pre
+        self.blocks = nn.ModuleList(TowerBlock(b, temporal_frames) for b in visual.transformer.resblocks)
+        self.ln_post = visual.ln_post
+        self.proj = visual.proj
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def forward(self, x: torch.Tensor, num_frames: int = 1, mask_ratio: float = 0.0) -> torch.Tensor:
+        """x: [clips * frames, 3, H, W] -> projected CLS features [clips, embed_dim] (averaged over frames)."""
+        tokens = self.conv1(x).flatten(2).transpose(1, 2)               # [N, L, D]
+        tokens = tokens + self.positional_embedding[1:].to(tokens.dtype)
+        if self.training and mask_ratio > 0:
+            clips = tokens.shape[0] // num_frames
+            keep = random_keep_indices(clips, tokens.shape[1], mask_ratio, tokens.device)
+            keep = keep.repeat_interleave(num_frames, dim=0)           # same tokens on every frame of a clip
+            tokens = gather_tokens(tokens, keep)
+        cls = (self.class_embedding + self.positional_embedding[0]).to(tokens.dtype)
+        tokens = torch.cat([cls.expand(tokens.shape[0], 1, -1), tokens], dim=1)
+        tokens = self.ln_pre(tokens)
+        for block in self.blocks:
+            tokens = block(tokens, num_frames)
+        features = self.ln_post(tokens[:, 0]) @ self.proj
+        if num_frames > 1:
+            features = features.view(-1, num_frames, features.shape[-1]).mean(dim=1)
+        return features
+
+
+class ModalityTower(nn.Module):
+    """One modality's tower: backbone (+LoRA) and its own learnable logit scale."""
+
+    def __init__(self, config: TowerConfig, visual: nn.Module) -> None:
+        super().__init__()
+        self.config = config
+        pre = config.preprocess
+        if config.modality == "audio":
+            input_hw = (pre.mel_bins, pre.target_length)
+        else:
+            input_hw = (pre.image_size, pre.image_size)
+        temporal = pre.num_frames if config.modality == "video" and config.temporal == "attention" else 0
+        self.backbone = VisionBackbone(copy.deepcopy(visual), input_hw, temporal_frames=temporal)
+        self.log_logit_scale = nn.Parameter(torch.tensor(C.LOGIT_SCALE_INIT))
+
+    @property
+    def modality(self) -> str:
+        return self.config.modality
+
+    def expected_shape(self) -> str:
+        pre = self.config.preprocess
+        h, w = self.backbone.input_hw
+        if self.modality == "video":
+            return f"[batch, frames<={pre.num_frames}, 3, {h}, {w}]"
+        return f"[batch, 3, {h}, {w}]"
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Unnormalised embeddings [batch, embed_dim]."""
+        self._check_shape(batch)
+        if self.modality == "video":
+            clips, frames = batch.shape[:2]
+            return self.backbone(batch.flatten(0, 1), num_frames=frames, mask_ratio=self.config.mask_ratio)
+        return self.backbone(batch, mask_ratio=self.config.mask_ratio)
+
+    def logit_scale(self) -> torch.Tensor:
+        """exp of the clamped learnable log-scale, as the contrastive loss uses it."""
+        return self.log_logit_scale.clamp(0, C.LOGIT_SCALE_MAX).exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale(self) -> None:
+        """Keep the stored log-scale in [0, ln 100] (call after each optimizer step)."""
+        self.log_logit_scale.clamp_(0, C.LOGIT_SCALE_MAX)
+
+    def _check_shape(self, batch: torch.Tensor) -> None:
+        h, w = self.backbone.input_hw
+        if self.modality == "video":
+            ok = (batch.ndim == 5 and batch.shape[2] == 3 and tuple(batch.shape[3:]) == (h, w)
+                  and 1 <= batch.shape[1] <= self.config.preprocess.num_frames)
+        else:
+            ok = batch.ndim == 4 and batch.shape[1] == 3 and tuple(batch.shape[2:]) == (h, w)
+        if not ok:
+            raise ValueError(f"{self.modality} tower expects {self.expected_shape()}, got {list(batch.shape)}")
