@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,3 +73,13 @@ class BindModel(nn.Module):
 
     def tokenizer(self) -> Tokenizer:
         return Tokenizer(self.config.text)
+
+
+def bare_backbone(config: ModelConfig, modality: str) -> nn.Module:
+    """A tower's backbone exactly as LoRA found it (same weights, no adapters).
+
+    This is the model `peft.PeftModel.from_pretrained(backbone, "<checkpoint>/<modality>")` loads a
+    saved adapter onto; the checkpoint's `trained.safetensors` supplies the tensors trained beside it.
+    """
+    tower = replace(config.tower(modality), lora=None)
+    return BindModel(replace(config, towers=(tower,))).tower(modality).backbone

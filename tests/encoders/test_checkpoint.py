@@ -1,0 +1,82 @@
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+
+from encoders import BindModel, contrastive_loss, languagebind_config, load_model, save_model
+from encoders.optim import build_optimizer, parameter_groups
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(0)
+    return {"video": torch.randn(2, 8, 3, 64, 64, generator=g), "audio": torch.randn(2, 3, 64, 256, generator=g),
+            "depth": torch.randn(2, 3, 64, 64, generator=g), "thermal": torch.randn(2, 3, 64, 64, generator=g)}
+
+
+def _trained(config):
+    model = BindModel(config).train()
+    optimizer = build_optimizer(parameter_groups(model.towers, {m: 1e-2 for m in model.modalities}))
+    tokens = model.tokenizer()(["a", "b"])
+    for modality, batch in _inputs().items():
+        loss = contrastive_loss(model.encode(modality, batch), model.encode_text(tokens), model.logit_scale(modality))
+        loss.backward()
+    optimizer.step()
+    return model.eval()
+
+
+def test_round_trip_gives_identical_embeddings(tmp_path, tiny_config):
+    model = _trained(tiny_config)
+    save_model(model, tmp_path / "ckpt", extra={"step": 1})
+    fresh = load_model(tmp_path / "ckpt").eval()
+    untrained = BindModel(tiny_config).eval()
+    with torch.no_grad():
+        for modality, batch in _inputs().items():
+            assert torch.equal(model.encode(modality, batch), fresh.encode(modality, batch)), modality
+            assert not torch.allclose(model.encode(modality, batch), untrained.encode(modality, batch))
+            assert torch.equal(model.logit_scale(modality), fresh.logit_scale(modality))
+
+
+def test_layout_is_peft_adapters_plus_safetensors(tmp_path, tiny_config):
+    model = _trained(tiny_config)
+    directory = save_model(model, tmp_path / "ckpt")
+    manifest = json.loads((directory / "raybind.json").read_text())
+    assert manifest["model"]["preset"] == "tiny" and len(manifest["config_hash"]) == 16
+    for modality in model.modalities:
+        names = sorted(p.name for p in (directory / modality).iterdir())
+        assert names == ["adapter_config.json", "adapter_model.safetensors", "trained.safetensors"]
+    assert not list(directory.rglob("*.pt")) and not list(directory.rglob("*.bin"))
+
+
+def test_peft_from_pretrained_loads_adapters_onto_the_same_backbone(tmp_path, tiny_config):
+    from safetensors.torch import load_file
+
+    from encoders.model import bare_backbone
+
+    model = _trained(tiny_config)
+    directory = save_model(model, tmp_path / "ckpt")
+    for modality in ("depth", "video"):
+        backbone = bare_backbone(tiny_config, modality)
+        assert not any("lora_" in name for name, _ in backbone.named_parameters())
+        trained = load_file(str(directory / modality / "trained.safetensors"))
+        backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in trained.items()
+                                  if k.startswith("backbone.")}, strict=False)
+        peft_model = PeftModel.from_pretrained(backbone, str(directory / modality)).eval()
+        x = _inputs()[modality]
+        frames = x.shape[1] if modality == "video" else 1
+        x = x.flatten(0, 1) if modality == "video" else x
+        with torch.no_grad():
+            expected = model.tower(modality).backbone(x, num_frames=frames)
+            torch.testing.assert_close(peft_model(x, num_frames=frames), expected)
+            assert not torch.allclose(bare_backbone(tiny_config, modality)(x, num_frames=frames), expected)
+
+
+def test_loading_into_a_different_config_is_refused(tmp_path, tiny_config):
+    save_model(_trained(tiny_config), tmp_path / "ckpt")
+    other = BindModel(languagebind_config("tiny", ["video", "audio", "depth", "thermal"], init_seed=7))
+    from encoders.checkpoint import load_into
+
+    with pytest.raises(ValueError, match="different model config"):
+        load_into(other, tmp_path / "ckpt")
+    with pytest.raises(FileNotFoundError, match="raybind.json"):
+        load_model(tmp_path)
