@@ -1,0 +1,41 @@
+"""What every job shares: `--config` and `--set`, error handling with exit codes, the final JSON line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Callable
+
+from raybind.config import ConfigError, RayBindConfig, load_config
+from raybind.manifest import ManifestError
+
+EXIT_BAD_INPUT = 2
+
+
+def job_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True, help="YAML experiment config (configs/*.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.path=value",
+                        help="override any config field, e.g. --set train.steps=50 (repeatable)")
+    return parser
+
+
+def run_job(parser: argparse.ArgumentParser, body: Callable[[RayBindConfig, argparse.Namespace], dict[str, Any]],
+            argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse, validate the config before any Ray work, run `body`, print its summary as the last stdout line.
+
+    Invalid configs and unusable inputs exit with code 2 and a message naming what is wrong.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        summary = body(cfg, args)
+    except (ConfigError, ManifestError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    return summary

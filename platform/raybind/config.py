@@ -1,0 +1,231 @@
+"""The experiment config: one YAML file validated into typed objects before anything starts.
+
+Errors name the field by its dotted path (`train.batch_size: ...`); `--set a.b=c` overrides any field.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from encoders import constants as C
+from encoders.config import LoraSettings, ModelConfig, PreprocessConfig, TextConfig, TowerConfig
+from encoders.presets import get_preset
+
+
+class ConfigError(ValueError):
+    """An invalid config; the message names each bad field by dotted path. Jobs exit with code 2."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RaySettings(_Strict):
+    address: str | None = None            # None: start a local Ray; "auto" or ray://...: connect
+    num_cpus: float | None = Field(default=None, gt=0)   # local cluster only
+    object_store_memory_mb: int | None = Field(default=None, gt=0)
+    progress_bars: Literal["auto", "on", "off"] = "auto"  # auto: on for a terminal, off in logs and CI
+
+
+class SynthesisSettings(_Strict):
+    """Depth or thermal: synthesized from decoded frames by an actor pool, or read from a manifest column."""
+
+    source: Literal["synthesize", "column"] = "synthesize"
+    model: str | None = None              # depth: transformers model name/folder; thermal: MUNIT .pt or TorchScript
+    frames: Literal["one", "all"] = "one"  # one random frame per clip (LanguageBind) or all N frames
+    actors: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    num_cpus: float = Field(default=0.25, gt=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    seed: int = 0                         # random init of the synthesizer when `model` is null
+
+
+class DecodeSettings(_Strict):
+    num_cpus: float = Field(default=0.5, gt=0)
+    batch_size: int = Field(default=4, ge=1)
+    crop_margin: int = Field(default=0, ge=0)   # frames ship as (size + margin)^2 so training can random-crop
+
+
+class DataSettings(_Strict):
+    train: str                            # manifest (parquet/jsonl/csv) or a built dataset folder, local or s3://
+    val: str | None = None
+    demo: dict[str, Any] | None = None    # generate demo data at `train`/`val` when missing (see raybind.demo_data)
+    modalities: tuple[str, ...] = ("video",)
+    num_frames: int = Field(default=C.VIDEO_NUM_FRAMES, ge=1)
+    audio_source: Literal["auto", "column", "video"] = "auto"
+    depth: SynthesisSettings = SynthesisSettings()
+    thermal: SynthesisSettings = SynthesisSettings()
+    decode: DecodeSettings = DecodeSettings()
+    object_store_budget_mb: int | None = Field(default=None, gt=0)
+
+    @field_validator("modalities")
+    @classmethod
+    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [m for m in value if m not in C.MODALITIES]
+        if unknown:
+            raise ValueError(f"unknown modalities {unknown}; valid: {list(C.MODALITIES)}")
+        if not value:
+            raise ValueError("at least one modality is required")
+        return value
+
+
+class LoraFields(_Strict):
+    r: int = Field(ge=1)
+    alpha: int = Field(default=C.LORA_ALPHA, ge=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+
+
+class TowerFields(_Strict):
+    mask_ratio: float | None = Field(default=None, ge=0, lt=1)
+    lora: LoraFields | None | Literal["default"] = "default"   # null: full fine-tuning
+    lr: float | None = Field(default=None, gt=0)
+    temporal: Literal["attention", "mean"] = "attention"
+    weight: float = Field(default=1.0, gt=0)   # share of training steps this tower gets
+    preprocess: dict[str, Any] = Field(default_factory=dict)
+
+
+class TextFields(_Strict):
+    kind: Literal["open_clip", "hf"] = "open_clip"
+    name: str | None = None
+    context_length: int = Field(default=C.TEXT_CONTEXT_LENGTH, ge=8)
+    projection_dim: int | None = Field(default=None, ge=1)
+
+
+class ModelFields(_Strict):
+    preset: str = "tiny"
+    pretrained: str | None = None
+    init_seed: int = 0
+    text: TextFields = TextFields()
+    towers: dict[str, TowerFields] = Field(default_factory=dict)
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, value: str) -> str:
+        get_preset(value)  # raises with the valid choices
+        return value
+
+
+class TrainSettings(_Strict):
+    steps: int = Field(default=100, ge=1)
+    batch_size: int = Field(default=16, ge=2)          # per worker, per step
+    grad_accum: int = Field(default=1, ge=1)
+    num_workers: int = Field(default=1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    warmup_steps: int = Field(default=0, ge=0)
+    weight_decay: float = Field(default=C.WEIGHT_DECAY, ge=0)
+    log_every: int = Field(default=10, ge=1)
+    val_every: int = Field(default=0, ge=0)           # 0: validate only before and after training
+    checkpoint_every: int = Field(default=0, ge=0)    # 0: only at the end
+    keep_checkpoints: int = Field(default=2, ge=1)
+    max_failures: int = Field(default=0, ge=-1)
+    val_batch_size: int = Field(default=64, ge=2)
+
+
+class RayBindConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    storage: str = "./runs"
+    seed: int = 0
+    ray: RaySettings = RaySettings()
+    data: DataSettings
+    model: ModelFields = ModelFields()
+    train: TrainSettings = TrainSettings()
+
+    @model_validator(mode="after")
+    def _towers_cover_modalities(self) -> "RayBindConfig":
+        extra = sorted(set(self.model.towers) - set(self.data.modalities))
+        if extra:
+            raise ValueError(f"model.towers has {extra} which data.modalities does not list")
+        return self
+
+    def model_config_for_encoders(self) -> ModelConfig:
+        """The `encoders` model config: paper defaults per modality, overridden by this config's fields."""
+        preset = get_preset(self.model.preset)
+        towers = []
+        for modality in self.data.modalities:
+            fields = self.model.towers.get(modality, TowerFields())
+            paper = TowerConfig.languagebind(modality)
+            pre = preset.preprocess(modality)
+            pre = PreprocessConfig.from_dict({**pre.to_dict(), "num_frames": self.data.num_frames, **fields.preprocess})
+            if fields.lora == "default":
+                lora = paper.lora
+            elif fields.lora is None:
+                lora = None
+            else:
+                lora = LoraSettings(r=fields.lora.r, alpha=fields.lora.alpha, dropout=fields.lora.dropout)
+            towers.append(TowerConfig(
+                modality=modality,
+                mask_ratio=paper.mask_ratio if fields.mask_ratio is None else fields.mask_ratio,
+                lora=lora, temporal=fields.temporal, preprocess=pre))
+        text = TextConfig(kind=self.model.text.kind, name=self.model.text.name,
+                          context_length=self.model.text.context_length, projection_dim=self.model.text.projection_dim)
+        return ModelConfig(preset=self.model.preset, pretrained=self.model.pretrained, init_seed=self.model.init_seed,
+                           text=text, towers=tuple(towers))
+
+    def learning_rates(self) -> dict[str, float]:
+        return {m: (self.model.towers.get(m, TowerFields()).lr or C.LEARNING_RATE[m]) for m in self.data.modalities}
+
+    def tower_weights(self) -> dict[str, float]:
+        return {m: self.model.towers.get(m, TowerFields()).weight for m in self.data.modalities}
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        if not isinstance(node.get(key, {}), dict):
+            raise ConfigError(f"--set {dotted}: {key} is not a section")
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=c` -> ("a.b", yaml-parsed c)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects dotted.path=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set expects dotted.path=value, got {text!r}")
+    return key, yaml.safe_load(raw) if raw else None
+
+
+def format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "<root>"
+        lines.append(f"{path}: {item['msg']}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def validate(tree: dict[str, Any]) -> RayBindConfig:
+    try:
+        return RayBindConfig.model_validate(tree)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RayBindConfig:
+    """Read YAML, apply `--set` overrides, validate. Relative data paths stay relative to the working dir."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    tree = copy.deepcopy(tree)
+    for item in overrides:
+        _set_dotted(tree, *parse_override(item))
+    return validate(tree)

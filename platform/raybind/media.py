@@ -1,0 +1,166 @@
+"""Decoding media files into arrays: video frames (OpenCV), audio (PyAV/FFmpeg), images and depth maps.
+
+No Ray here: these are the per-row functions the pipeline's decode stage runs, and what a torch
+DataLoader baseline runs in the benchmark. Every failure raises `MediaError` with a reason that ends up
+in the quarantine.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import av
+import cv2
+import numpy as np
+
+# OpenCV's own threads fight Ray's one-CPU tasks for cores.
+cv2.setNumThreads(1)
+
+# A container may misreport its frame count by a little; decoding less than this share of what it
+# claims means the file was cut short.
+MIN_DECODABLE_FRACTION = 0.5
+
+
+class MediaError(Exception):
+    """A media file that cannot be used; `str(error)` is the quarantine reason."""
+
+
+def sample_indices(total: int, count: int) -> np.ndarray:
+    """`count` frame indices spread uniformly over `total` frames (repeats when the clip is shorter)."""
+    if total <= 0:
+        raise MediaError("video has no frames")
+    return np.linspace(0, total - 1, count).round().astype(np.int64)
+
+
+def fit_square(frame_bgr: np.ndarray, size: int) -> np.ndarray:
+    """BGR frame -> RGB uint8 [size, size, 3]: short side resized to `size`, long side centre-cropped."""
+    h, w = frame_bgr.shape[:2]
+    scale = size / min(h, w)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    resized = cv2.resize(frame_bgr, (new_w, new_h), interpolation=interp)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return cv2.cvtColor(resized[top:top + size, left:left + size], cv2.COLOR_BGR2RGB)
+
+
+@dataclass
+class _Pass:
+    frames: dict[int, np.ndarray]
+    decodable: int        # frames grabbed before the stream ended (== index reached)
+    ended_early: bool
+
+
+def _read_pass(path: str, targets: np.ndarray, size: int) -> _Pass:
+    """One sequential pass: grab every frame up to the last target, retrieve only the targets.
+
+    Sequential grab/retrieve avoids per-frame seeking, which re-decodes from the previous keyframe each time.
+    """
+    cap = cv2.VideoCapture(path)
+    try:
+        wanted = set(int(i) for i in targets)
+        last = int(targets.max())
+        frames: dict[int, np.ndarray] = {}
+        index = 0
+        while index <= last:
+            if not cap.grab():
+                return _Pass(frames, index, True)
+            if index in wanted:
+                ok, frame = cap.retrieve()
+                if not ok or frame is None:
+                    return _Pass(frames, index, True)
+                frames[index] = fit_square(frame, size)
+            index += 1
+        return _Pass(frames, index, False)
+    finally:
+        cap.release()
+
+
+def _count_frames(path: str) -> int:
+    cap = cv2.VideoCapture(path)
+    try:
+        count = 0
+        while cap.grab():
+            count += 1
+        return count
+    finally:
+        cap.release()
+
+
+def decode_video(path: str, num_frames: int, size: int) -> np.ndarray:
+    """uint8 RGB [num_frames, size, size, 3] sampled uniformly over the whole clip.
+
+    Handles rotated/portrait video (OpenCV applies the rotation tag; the square crop is centred), a
+    frame count the container gets wrong (a second pass over the true count), and clips shorter than
+    `num_frames` (frames repeat).
+    """
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        cap.release()
+        raise MediaError("cannot open as video (not a video container, unsupported codec, or truncated header)")
+    reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    total = reported if reported > 0 else _count_frames(path)
+    targets = sample_indices(total, num_frames)
+    result = _read_pass(path, targets, size)
+    if result.ended_early:
+        actual = result.decodable
+        if actual == 0:
+            raise MediaError("video has no decodable frames")
+        if reported > 0 and actual < MIN_DECODABLE_FRACTION * reported:
+            raise MediaError(f"truncated video: container reports {reported} frames, only {actual} decodable")
+        targets = sample_indices(actual, num_frames)
+        result = _read_pass(path, targets, size)
+        if result.ended_early:
+            raise MediaError(f"video stream is unstable: decoding stopped at frame {result.decodable} of {actual}")
+    return np.stack([result.frames[int(i)] for i in targets])
+
+
+def decode_audio(source: str | bytes, sample_rate: int) -> np.ndarray:
+    """Mono float32 waveform at `sample_rate` from an audio file or a video's audio track (any FFmpeg codec)."""
+    try:
+        container = av.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except (av.FFmpegError, UnicodeDecodeError) as error:
+        raise MediaError(f"cannot open as audio: {error}") from None
+    with container:
+        if not container.streams.audio:
+            raise MediaError("no audio track")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        chunks = []
+        try:
+            for frame in container.decode(container.streams.audio[0]):
+                chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
+            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+        except av.FFmpegError as error:
+            if not chunks:
+                raise MediaError(f"undecodable audio: {error}") from None
+    if not chunks or sum(len(c) for c in chunks) == 0:
+        raise MediaError("audio track has no samples")
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def decode_image(data: bytes, size: int) -> np.ndarray:
+    """uint8 RGB [size, size, 3] from encoded image bytes (PNG, JPEG, ...)."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise MediaError("cannot decode as image")
+    return fit_square(image, size)
+
+
+def decode_depth(data: bytes, name: str) -> np.ndarray:
+    """Depth in metres float32 [H, W] from `.npy` (metres) or a 16-bit PNG (millimetres, NYU convention)."""
+    if name.endswith(".npy"):
+        try:
+            depth = np.load(io.BytesIO(data), allow_pickle=False)
+        except ValueError as error:
+            raise MediaError(f"cannot read depth .npy: {error}") from None
+    else:
+        raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if raw is None:
+            raise MediaError("cannot decode depth image")
+        if raw.ndim == 3:
+            raw = raw[..., 0]
+        depth = raw.astype(np.float32) / (1000.0 if raw.dtype == np.uint16 else 25.5)
+    if depth.ndim != 2:
+        raise MediaError(f"depth map must be 2-D [H, W], got shape {depth.shape}")
+    return depth.astype(np.float32)

@@ -1,0 +1,133 @@
+"""The streaming ingest pipeline on Ray Data: manifest -> decode + tokenize -> depth/thermal synthesis.
+
+Everything is lazy: nothing runs until a consumer (a training worker's `iter_torch_batches`, or the
+build job's `write_parquet`) pulls, and blocks stream through the stages without materialising the
+dataset. A folder written by `build_dataset` is read back directly and skips decoding.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import partial
+
+import ray.data
+from ray.data import ActorPoolStrategy, Dataset
+
+from raybind import quarantine, storage
+from raybind.config import RayBindConfig
+from raybind.manifest import ManifestError, check_columns, manifest_stats, read_manifest
+from raybind.stages import FRAMES, DecodeSpec, DepthStage, ThermalStage, decode_batch, drop_internal
+
+BUILT_MARKER = "dataset.json"
+BUILT_DATA = "data"
+
+
+@dataclass
+class Stream:
+    """A lazy dataset plus what the run needs to account for every row."""
+
+    dataset: Dataset
+    rows_in: int
+    quarantine_uri: str | None   # None for a built dataset: its quarantine was settled at build time
+    source: str
+
+
+def _synthesized(cfg: RayBindConfig) -> tuple[str, ...]:
+    return tuple(m for m in ("depth", "thermal")
+                 if m in cfg.data.modalities and getattr(cfg.data, m).source == "synthesize")
+
+
+def decode_spec(cfg: RayBindConfig, manifest_uri: str, quarantine_uri: str, media_columns: list[str]) -> DecodeSpec:
+    model = cfg.model_config_for_encoders()
+    image_size = model.towers[0].preprocess.image_size
+    audio = next((t.preprocess for t in model.towers if t.modality == "audio"), model.towers[0].preprocess)
+    return DecodeSpec(
+        modalities=tuple(cfg.data.modalities), manifest_dir=storage.parent(manifest_uri),
+        quarantine_uri=quarantine_uri, text=model.text, num_frames=cfg.data.num_frames,
+        frame_size=image_size + cfg.data.decode.crop_margin, audio=audio, audio_source=cfg.data.audio_source,
+        depth_from_column=cfg.data.depth.source == "column", thermal_from_column=cfg.data.thermal.source == "column",
+        media_columns=tuple(media_columns), synthesize=_synthesized(cfg))
+
+
+def _needed_columns(cfg: RayBindConfig) -> list[str]:
+    needed = []
+    synthesized = _synthesized(cfg)
+    if "video" in cfg.data.modalities or synthesized:
+        needed.append("video")
+    if "audio" in cfg.data.modalities and cfg.data.audio_source == "column":
+        needed.append("audio")
+    for modality in ("image", "depth", "thermal"):
+        if modality in cfg.data.modalities and modality not in synthesized:
+            needed.append(modality)
+    if "audio" in cfg.data.modalities and cfg.data.audio_source == "video":
+        needed.append("video")
+    return sorted(set(needed))
+
+
+def is_built_dataset(uri: str) -> bool:
+    return storage.exists(storage.join(uri, BUILT_MARKER))
+
+
+def build_stream(cfg: RayBindConfig, source_uri: str, quarantine_uri: str) -> Stream:
+    """The lazy pipeline over a manifest (or a built dataset folder). Fails fast on unusable input."""
+    if is_built_dataset(source_uri):
+        return _built_stream(cfg, source_uri)
+    ds = read_manifest(source_uri)
+    media_columns = check_columns(ds, source_uri, _needed_columns(cfg))
+    if "audio" in cfg.data.modalities and cfg.data.audio_source == "auto" and not (
+            {"audio", "video"} & set(media_columns)):
+        raise ManifestError(f"manifest {storage.redact(source_uri)} has neither an 'audio' nor a 'video' column")
+    rows_in = manifest_stats(ds, source_uri)
+    spec = decode_spec(cfg, source_uri, quarantine_uri, media_columns)
+    decode = cfg.data.decode
+    ds = ds.map_batches(partial(decode_batch, spec=spec), batch_size=decode.batch_size, num_cpus=decode.num_cpus,
+                        batch_format="numpy")
+    frames_column = "video" if "video" in cfg.data.modalities else FRAMES
+    for modality, stage in (("depth", DepthStage), ("thermal", ThermalStage)):
+        if modality in spec.synthesize:
+            settings = getattr(cfg.data, modality)
+            ds = ds.map_batches(stage, fn_constructor_args=(settings, frames_column),
+                                compute=ActorPoolStrategy(size=settings.actors), batch_size=settings.batch_size,
+                                num_cpus=settings.num_cpus, num_gpus=settings.num_gpus, batch_format="numpy")
+    if frames_column == FRAMES:
+        ds = ds.map_batches(drop_internal, batch_format="numpy", num_cpus=decode.num_cpus)
+    return Stream(ds, rows_in, quarantine_uri, source_uri)
+
+
+def _built_stream(cfg: RayBindConfig, uri: str) -> Stream:
+    info = json.loads(storage.read_text(storage.join(uri, BUILT_MARKER)))
+    missing = [m for m in cfg.data.modalities if m not in info["columns"]]
+    if missing:
+        raise ManifestError(f"built dataset {storage.redact(uri)} lacks {missing}; it has {info['columns']}")
+    fs, path = storage.resolve(storage.join(uri, BUILT_DATA))
+    ds = ray.data.read_parquet(path, filesystem=fs)
+    return Stream(ds, int(info["rows_out"]), None, uri)
+
+
+def build_dataset(cfg: RayBindConfig, input_uri: str, output_uri: str) -> dict:
+    """Decode, synthesize and tokenize a manifest once into Parquet shards that training reads directly."""
+    quarantine_uri = storage.join(output_uri, "_quarantine")
+    for stale in (quarantine_uri, storage.join(output_uri, BUILT_DATA)):
+        storage.delete_dir(stale)
+    stream = build_stream(cfg, input_uri, quarantine_uri)
+    fs, data_path = storage.resolve(storage.join(output_uri, BUILT_DATA))
+    stream.dataset.write_parquet(data_path, filesystem=fs)
+    written = ray.data.read_parquet(data_path, filesystem=fs) if storage.list_files(
+        storage.join(output_uri, BUILT_DATA)) else None
+    rows_out = written.count() if written is not None else 0
+    bad = quarantine.collect(quarantine_uri, storage.join(output_uri, quarantine.QUARANTINE_FILE))
+    summary = {"output": storage.redact(output_uri), "input": storage.redact(input_uri),
+               "rows_in": stream.rows_in, "rows_out": rows_out, "rows_quarantined": len(bad),
+               "columns": sorted(written.schema().names) if written is not None else [],
+               "quarantine": storage.redact(storage.join(output_uri, quarantine.QUARANTINE_FILE))}
+    check_counts(summary)
+    storage.write_text(storage.join(output_uri, BUILT_MARKER), json.dumps(summary, indent=2))
+    return summary
+
+
+def check_counts(summary: dict) -> None:
+    """rows_in == rows_out + rows_quarantined, always; a mismatch is a bug worth stopping for."""
+    if summary["rows_in"] != summary["rows_out"] + summary["rows_quarantined"]:
+        raise RuntimeError(f"row accounting broken: rows_in {summary['rows_in']} != rows_out {summary['rows_out']} "
+                           f"+ rows_quarantined {summary['rows_quarantined']}")

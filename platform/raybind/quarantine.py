@@ -1,0 +1,44 @@
+"""Bad rows leave the stream here, with their reason, so nothing is dropped silently.
+
+Each bad row becomes one small JSON object named by a hash of (stage, id): writing it again (a retried
+task, a second epoch) overwrites the same object, so counts stay exact. `collect` merges them into
+`quarantine.jsonl` beside the run's output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from raybind import storage
+
+QUARANTINE_DIR = "quarantine"
+QUARANTINE_FILE = "quarantine.jsonl"
+
+
+@dataclass(frozen=True)
+class QuarantinedRow:
+    id: str
+    uri: str
+    stage: str
+    reason: str
+
+
+def record(quarantine_uri: str, row: QuarantinedRow) -> None:
+    key = hashlib.sha1(f"{row.stage}\0{row.id}".encode()).hexdigest()[:20]
+    storage.write_text(storage.join(quarantine_uri, f"{key}.json"),
+                       json.dumps({**asdict(row), "uri": storage.redact(row.uri)}))
+
+
+def read_all(quarantine_uri: str) -> list[QuarantinedRow]:
+    rows = [QuarantinedRow(**json.loads(storage.read_text(uri))) for uri in storage.list_files(quarantine_uri)
+            if uri.split("?")[0].endswith(".json")]
+    return sorted(rows, key=lambda r: (r.stage, r.id))
+
+
+def collect(quarantine_uri: str, output_uri: str) -> list[QuarantinedRow]:
+    """Merge the per-row records into one JSONL file at `output_uri`; returns the rows."""
+    rows = read_all(quarantine_uri)
+    storage.write_text(output_uri, "".join(json.dumps(asdict(r)) + "\n" for r in rows))
+    return rows

@@ -1,0 +1,39 @@
+"""Starting or joining Ray with the resources the config budgets, and Ray Data's execution settings."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import ray
+from ray.data import DataContext
+
+from raybind.config import RayBindConfig
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(cfg: RayBindConfig) -> None:
+    """Join the cluster a job was submitted to (RAY_ADDRESS) or the configured address; else start a local Ray."""
+    if not ray.is_initialized():
+        address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+        runtime_env = {"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+                                    "TOKENIZERS_PARALLELISM": "false"}}
+        if address:
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        else:
+            object_store = cfg.ray.object_store_memory_mb * 2**20 if cfg.ray.object_store_memory_mb else None
+            ray.init(num_cpus=cfg.ray.num_cpus, object_store_memory=object_store, include_dashboard=False,
+                     runtime_env=runtime_env, logging_level=logging.WARNING)
+    configure_data_context(cfg)
+
+
+def configure_data_context(cfg: RayBindConfig) -> None:
+    ctx = DataContext.get_current()
+    bars = {"on": True, "off": False}.get(cfg.ray.progress_bars, sys.stdout.isatty())
+    ctx.enable_progress_bars = bars
+    ctx.enable_operator_progress_bars = bars
+    if cfg.data.object_store_budget_mb:
+        ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
+            object_store_memory=cfg.data.object_store_budget_mb * 2**20)

@@ -1,0 +1,281 @@
+"""The pipeline's per-batch stages: decode + tokenize (CPU tasks), depth and thermal synthesis (actors).
+
+Each stage takes and returns numpy batches. Rows that fail go to the quarantine with the stage name and
+reason; the batch carries on without them. Frames ship as uint8 and spectrograms/depth as float16:
+normalisation and augmentation happen on the training device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from encoders import transforms
+from encoders.config import PreprocessConfig, TextConfig
+from encoders.text import Tokenizer
+from raybind import media, quarantine, storage
+from raybind.config import SynthesisSettings
+
+log = logging.getLogger(__name__)
+
+FRAMES = "frames"  # internal column: decoded frames that synthesis reads when video itself is not trained
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    """Everything a decode task needs (picklable, shipped to every task)."""
+
+    modalities: tuple[str, ...]
+    manifest_dir: str
+    quarantine_uri: str
+    text: TextConfig
+    num_frames: int
+    frame_size: int
+    audio: PreprocessConfig
+    audio_source: str = "auto"            # auto | column | video
+    depth_from_column: bool = False
+    thermal_from_column: bool = False
+    media_columns: tuple[str, ...] = ()   # media columns the manifest has
+    synthesize: tuple[str, ...] = field(default=())  # depth/thermal to synthesize from frames
+
+    @property
+    def needs_frames(self) -> bool:
+        return "video" in self.modalities or bool(self.synthesize)
+
+    def audio_column(self) -> str:
+        if self.audio_source == "auto":
+            return "audio" if "audio" in self.media_columns else "video"
+        return "audio" if self.audio_source == "column" else "video"
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(text: TextConfig) -> Tokenizer:
+    return Tokenizer(text)  # loaded once per worker process, reused by every task it runs
+
+
+def _value(row: dict[str, Any], column: str) -> str | None:
+    value = row.get(column)
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    value = str(value)
+    return value if value.strip() else None
+
+
+class _RowFailed(Exception):
+    def __init__(self, uri: str, reason: str) -> None:
+        super().__init__(reason)
+        self.uri, self.reason = uri, reason
+
+
+def _media_uri(row: dict[str, Any], column: str, spec: DecodeSpec) -> str:
+    value = _value(row, column)
+    if value is None:
+        raise _RowFailed("", f"missing field '{column}'")
+    return storage.resolve_relative(value, spec.manifest_dir)
+
+
+def _checked_local(uri: str):
+    """Open a media URI as a local path, turning missing/empty files into row failures."""
+    try:
+        if storage.size(uri) == 0:
+            raise _RowFailed(uri, "empty file (0 bytes)")
+    except FileNotFoundError:
+        raise _RowFailed(uri, "file not found") from None
+    return storage.local_path(uri)
+
+
+def _decode_row(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": str(row["id"])}
+    text = _value(row, "text")
+    if text is None:
+        raise _RowFailed("", "missing field 'text'")
+    out["text"] = text
+    if "label" in row:
+        out["label"] = "" if _value(row, "label") is None else str(row["label"])
+    if spec.needs_frames:
+        video_uri = _media_uri(row, "video", spec)
+        with _checked_local(video_uri) as path:
+            try:
+                frames = media.decode_video(path, spec.num_frames, spec.frame_size)
+            except media.MediaError as error:
+                raise _RowFailed(video_uri, str(error)) from None
+        out["video" if "video" in spec.modalities else FRAMES] = frames
+    if "audio" in spec.modalities:
+        uri = _media_uri(row, spec.audio_column(), spec)
+        with _checked_local(uri) as path:
+            try:
+                wave = media.decode_audio(path, spec.audio.sample_rate)
+            except media.MediaError as error:
+                raise _RowFailed(uri, str(error)) from None
+        out["audio"] = transforms.audio_mel(wave, spec.audio.sample_rate, spec.audio).numpy().astype(np.float16)
+    if "image" in spec.modalities:
+        uri = _media_uri(row, "image", spec)
+        out["image"] = _decode_bytes(uri, lambda data: media.decode_image(data, spec.frame_size))
+    if "depth" in spec.modalities and spec.depth_from_column:
+        uri = _media_uri(row, "depth", spec)
+        depth = _decode_bytes(uri, lambda data: media.decode_depth(data, uri.split("?")[0]))
+        out["depth"] = _square_depth(depth, spec.frame_size)[None].astype(np.float16)
+    if "thermal" in spec.modalities and spec.thermal_from_column:
+        uri = _media_uri(row, "thermal", spec)
+        out["thermal"] = _decode_bytes(uri, lambda data: media.decode_image(data, spec.frame_size))[None]
+    return out
+
+
+def _decode_bytes(uri: str, decode):
+    try:
+        data = storage.read_bytes(uri)
+    except FileNotFoundError:
+        raise _RowFailed(uri, "file not found") from None
+    if not data:
+        raise _RowFailed(uri, "empty file (0 bytes)")
+    try:
+        return decode(data)
+    except media.MediaError as error:
+        raise _RowFailed(uri, str(error)) from None
+
+
+def _square_depth(depth: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    h, w = depth.shape
+    scale = size / min(h, w)
+    resized = cv2.resize(depth, (max(size, round(w * scale)), max(size, round(h * scale))), interpolation=cv2.INTER_AREA)
+    top, left = (resized.shape[0] - size) // 2, (resized.shape[1] - size) // 2
+    return resized[top:top + size, left:left + size]
+
+
+def _stack(rows: list[dict[str, Any]], template: dict[str, tuple[tuple[int, ...], Any]]) -> dict[str, np.ndarray]:
+    """Rows -> columns; an all-bad batch still returns every column (empty) so the schema never wavers."""
+    columns = {}
+    for name, (shape, dtype) in template.items():
+        if rows and name in rows[0]:
+            values = [r[name] for r in rows]
+            columns[name] = np.array(values, dtype=object) if dtype is object else np.stack(values).astype(dtype)
+        elif name in ("id", "text", "label") and (not rows or name in rows[0]):
+            columns[name] = np.array([], dtype=object)
+        elif not rows:
+            columns[name] = np.zeros((0, *shape), dtype=dtype)
+    return columns
+
+
+def output_template(spec: DecodeSpec, has_label: bool) -> dict[str, tuple[tuple[int, ...], Any]]:
+    s, n, a = spec.frame_size, spec.num_frames, spec.audio
+    template: dict[str, tuple[tuple[int, ...], Any]] = {"id": ((), object), "text": ((), object)}
+    if has_label:
+        template["label"] = ((), object)
+    template["tokens"] = ((spec.text.context_length,), np.int32)
+    if spec.needs_frames:
+        template["video" if "video" in spec.modalities else FRAMES] = ((n, s, s, 3), np.uint8)
+    if "audio" in spec.modalities:
+        template["audio"] = ((3, a.mel_bins, a.target_length), np.float16)
+    if "image" in spec.modalities:
+        template["image"] = ((s, s, 3), np.uint8)
+    if "depth" in spec.modalities and spec.depth_from_column:
+        template["depth"] = ((1, s, s), np.float16)
+    if "thermal" in spec.modalities and spec.thermal_from_column:
+        template["thermal"] = ((1, s, s, 3), np.uint8)
+    return template
+
+
+def decode_batch(batch: dict[str, np.ndarray], spec: DecodeSpec) -> dict[str, np.ndarray]:
+    """Decode every row of a manifest batch; failures go to the quarantine, the rest are tokenized."""
+    names = list(batch.keys())
+    size = len(batch[names[0]]) if names else 0
+    rows = []
+    for i in range(size):
+        row = {name: batch[name][i] for name in names}
+        try:
+            rows.append(_decode_row(row, spec))
+        except _RowFailed as failure:
+            quarantine.record(spec.quarantine_uri, quarantine.QuarantinedRow(
+                id=str(row.get("id")), uri=failure.uri, stage="decode", reason=failure.reason))
+    if rows:
+        tokens = _tokenizer(spec.text)([r["text"] for r in rows]).numpy().astype(np.int32)
+        for row, ids in zip(rows, tokens):
+            row["tokens"] = ids
+    return _stack(rows, output_template(spec, "label" in names))
+
+
+def frame_choice(row_id: str, num_frames: int, seed: int) -> int:
+    """The one frame per clip that synthesis uses: random per clip (as LanguageBind) yet reproducible."""
+    digest = hashlib.sha1(f"{seed}:{row_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") % num_frames
+
+
+class _SynthesisStage:
+    """Base for actor-pool stages: the model loads once per actor, then runs batches of frames."""
+
+    output: str = ""
+
+    def __init__(self, settings: SynthesisSettings, frames_column: str) -> None:
+        self.settings = settings
+        self.frames_column = frames_column
+        use_cuda = settings.num_gpus > 0 and torch.cuda.is_available()
+        self.device = "cuda" if use_cuda else "cpu"
+        torch.set_num_threads(max(1, int(settings.num_cpus)))
+        self.synthesizer = self.load()
+
+    def load(self):
+        raise NotImplementedError
+
+    def convert(self, produced: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        frames = batch[self.frames_column]                    # [B, N, S, S, 3]
+        clips, count = frames.shape[:2]
+        if self.settings.frames == "one":
+            picks = [frame_choice(str(i), count, self.settings.seed) for i in batch["id"]]
+            chosen = frames[np.arange(clips), picks][:, None]  # [B, 1, S, S, 3]
+        else:
+            chosen = frames
+        flat = chosen.reshape(-1, *chosen.shape[2:])
+        if len(flat):
+            produced = self.convert(self.synthesizer(flat))
+        else:
+            produced = self.convert(np.zeros((0, *chosen.shape[2:4]), np.float32) if self.output == "depth"
+                                    else np.zeros((0, *chosen.shape[2:]), np.uint8))
+        batch[self.output] = produced.reshape(clips, chosen.shape[1], *produced.shape[1:])
+        return batch
+
+
+class DepthStage(_SynthesisStage):
+    output = "depth"
+
+    def load(self):
+        from encoders.synthesis import DepthSynthesizer, random_depth_model
+
+        if self.settings.model:
+            return DepthSynthesizer(self.settings.model, device=self.device)
+        log.warning("depth synthesis: no model configured, using a randomly initialised tiny GLPN (not metric depth)")
+        return DepthSynthesizer.from_model(*random_depth_model(self.settings.seed), device=self.device)
+
+    def convert(self, produced: np.ndarray) -> np.ndarray:
+        return produced.astype(np.float16)
+
+
+class ThermalStage(_SynthesisStage):
+    output = "thermal"
+
+    def load(self):
+        from encoders.synthesis import ThermalSynthesizer, random_thermal_generator
+
+        if self.settings.model:
+            with storage.local_path(self.settings.model) as path:
+                return ThermalSynthesizer.load(path, device=self.device)
+        log.warning("thermal synthesis: no model configured, using a randomly initialised tiny MUNIT generator")
+        return ThermalSynthesizer.from_munit(*random_thermal_generator(self.settings.seed), device=self.device)
+
+    def convert(self, produced: np.ndarray) -> np.ndarray:
+        return produced.astype(np.uint8)
+
+
+def drop_internal(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    batch.pop(FRAMES, None)
+    return batch

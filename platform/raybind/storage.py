@@ -1,0 +1,170 @@
+"""URIs for everything the platform reads and writes: local paths or `s3://bucket/key[?endpoint_override=...]`.
+
+pyarrow's filesystems do the I/O (credentials come from the standard AWS environment or instance role,
+never from configs). Secrets that someone puts in a URI query are redacted before any URI is logged or
+reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pyarrow.fs as pafs
+
+_SECRET_KEYS = {"access_key", "secret_key", "session_token"}
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def _split_query(uri: str) -> tuple[str, str]:
+    parts = urlsplit(uri)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), parts.query
+
+
+def redact(uri: str) -> str:
+    """The URI with credential query parameters masked."""
+    if not is_remote(uri):
+        return uri
+    base, query = _split_query(uri)
+    pairs = [(k, "***" if k in _SECRET_KEYS else v) for k, v in parse_qsl(query)]
+    return base + ("?" + urlencode(pairs, safe=":/") if pairs else "")
+
+
+@lru_cache(maxsize=32)
+def _filesystem(scheme_netloc_query: str) -> pafs.FileSystem:
+    fs, _ = pafs.FileSystem.from_uri(scheme_netloc_query)
+    return fs
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a URI or local path."""
+    if not is_remote(uri):
+        return pafs.LocalFileSystem(), str(Path(uri.removeprefix("file://")).expanduser().resolve())
+    base, query = _split_query(uri)
+    parts = urlsplit(base)
+    fs = _filesystem(urlunsplit((parts.scheme, parts.netloc, "", query, "")))
+    return fs, (parts.netloc + parts.path).rstrip("/")
+
+
+def join(base: str, *names: str) -> str:
+    """Append path components, keeping any query (endpoint) of a remote base."""
+    if not is_remote(base):
+        return str(Path(base).joinpath(*names))
+    path, query = _split_query(base)
+    joined = posixpath.join(path.rstrip("/"), *names)
+    return joined + (f"?{query}" if query else "")
+
+
+def parent(uri: str) -> str:
+    if not is_remote(uri):
+        return str(Path(uri).expanduser().resolve().parent)
+    path, query = _split_query(uri)
+    return posixpath.dirname(path.rstrip("/")) + (f"?{query}" if query else "")
+
+
+def resolve_relative(uri: str, base_dir: str) -> str:
+    """Media URIs in a manifest may be relative to the manifest's folder."""
+    if is_remote(uri) or os.path.isabs(uri) or uri.startswith("file://"):
+        return uri
+    return join(base_dir, uri)
+
+
+def exists(uri: str) -> bool:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def size(uri: str) -> int:
+    """File size in bytes; FileNotFoundError when absent."""
+    fs, path = resolve(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"not found: {redact(uri)}")
+    return int(info.size or 0)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"not found: {redact(uri)}")
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    fs, path = resolve(uri)
+    fs.create_dir(posixpath.dirname(path), recursive=True)
+    with fs.open_output_stream(path) as stream:
+        stream.write(data)
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode())
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode()
+
+
+def list_files(uri: str) -> list[str]:
+    """Files directly or recursively under a folder URI, as URIs (sorted)."""
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    files = sorted(i.path for i in infos if i.type == pafs.FileType.File)
+    if not is_remote(uri):
+        return files
+    _, query = _split_query(uri)
+    scheme = urlsplit(uri).scheme
+    return [f"{scheme}://{f}" + (f"?{query}" if query else "") for f in files]
+
+
+def delete_dir(uri: str) -> None:
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+
+
+def upload_dir(local_dir: str | Path, uri: str) -> None:
+    """Copy a local folder tree to `uri` (local or remote)."""
+    local_dir = Path(local_dir)
+    for file in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+        write_bytes(join(uri, *file.relative_to(local_dir).parts), file.read_bytes())
+
+
+@contextlib.contextmanager
+def local_path(uri: str, suffix: str = "") -> Iterator[str]:
+    """A local file path for `uri` (the file itself when local, a temporary copy when remote).
+
+    Decoders such as OpenCV need a path; remote media is fetched once into a temp file.
+    """
+    if not is_remote(uri):
+        path = resolve(uri)[1]
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"not found: {uri}")
+        yield path
+        return
+    with tempfile.NamedTemporaryFile(suffix=suffix or Path(urlsplit(uri).path).suffix) as tmp:
+        tmp.write(read_bytes(uri))
+        tmp.flush()
+        yield tmp.name
+
+
+def ensure_local_dir(uri: str) -> None:
+    if not is_remote(uri):
+        Path(uri).expanduser().mkdir(parents=True, exist_ok=True)
+
+
+def copy_tree_local(src: str | Path, dst: str | Path) -> None:
+    shutil.copytree(src, dst, dirs_exist_ok=True)
