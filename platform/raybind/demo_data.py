@@ -1,7 +1,7 @@
 """Procedural demo data: short captioned clips whose captions follow from what is seen and heard.
 
 A coloured shape (circle, square, triangle, cross) moves in one of four directions over a noisy
-background, while a tone (low/middle/high pitch, steady or beeping) plays. Every clip is a real
+background, while a tone (deep/low/high/shrill pitch; steady, pulsing or beeping) plays. Every clip is a real
 H.264/AAC mp4; captions are composed from the attributes ("a red circle moving left with a high
 beeping tone"), so the alignment is learnable. The validation split covers every
 colour x shape x direction once, so text-to-video retrieval has a unique right answer per caption.
@@ -22,8 +22,8 @@ from raybind.media_encode import write_video
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 210, 40)}
 SHAPES = ("circle", "square", "triangle", "cross")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
-PITCHES = {"low": 220.0, "middle": 440.0, "high": 880.0}
-RHYTHMS = ("steady", "beeping")
+PITCHES = {"deep": 150.0, "low": 300.0, "high": 800.0, "shrill": 2000.0}
+RHYTHMS = {"steady": 0.0, "pulsing": 2.0, "beeping": 8.0}  # on/off rate in Hz
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ def render_frames(spec: ClipSpec, rng: np.random.Generator, size: int, frames: i
 def render_tone(spec: ClipSpec, seconds: float, rate: int) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     wave = 0.4 * np.sin(2 * math.pi * PITCHES[spec.pitch] * t)
-    if spec.rhythm == "beeping":
-        wave *= (np.sin(2 * math.pi * 4.0 * t) > 0).astype(np.float64)
+    if RHYTHMS[spec.rhythm]:
+        wave *= (np.sin(2 * math.pi * RHYTHMS[spec.rhythm] * t) > 0).astype(np.float64)
     return wave.astype(np.float32)
 
 
@@ -88,7 +88,7 @@ def _specs(count: int, rng: np.random.Generator, cover_all_visuals: bool) -> lis
         order = [visuals[i % len(visuals)] for i in range(count)]
     else:
         order = [visuals[int(i)] for i in rng.integers(0, len(visuals), count)]
-    return [ClipSpec(c, s, d, str(rng.choice(list(PITCHES))), str(rng.choice(RHYTHMS))) for c, s, d in order]
+    return [ClipSpec(c, s, d, str(rng.choice(list(PITCHES))), str(rng.choice(list(RHYTHMS)))) for c, s, d in order]
 
 
 def generate(output_dir: str | Path, train_clips: int = 256, val_clips: int = 64, seed: int = 0, size: int = 96,

@@ -69,16 +69,25 @@ def is_built_dataset(uri: str) -> bool:
     return storage.exists(storage.join(uri, BUILT_MARKER))
 
 
-def build_stream(cfg: RayBindConfig, source_uri: str, quarantine_uri: str) -> Stream:
-    """The lazy pipeline over a manifest (or a built dataset folder). Fails fast on unusable input."""
+def build_stream(cfg: RayBindConfig, source_uri: str, quarantine_uri: str, shuffle: bool = False) -> Stream:
+    """The lazy pipeline over a manifest (or a built dataset folder). Fails fast on unusable input.
+
+    `shuffle` reorders manifest rows (cheap metadata, before any decoding) anew on every pass; a built
+    dataset shuffles its block order instead.
+    """
     if is_built_dataset(source_uri):
-        return _built_stream(cfg, source_uri)
+        stream = _built_stream(cfg, source_uri)
+        if shuffle:
+            stream.dataset = stream.dataset.randomize_block_order()
+        return stream
     ds = read_manifest(source_uri)
     media_columns = check_columns(ds, source_uri, _needed_columns(cfg))
     if "audio" in cfg.data.modalities and cfg.data.audio_source == "auto" and not (
             {"audio", "video"} & set(media_columns)):
         raise ManifestError(f"manifest {storage.redact(source_uri)} has neither an 'audio' nor a 'video' column")
     rows_in = manifest_stats(ds, source_uri)
+    if shuffle:
+        ds = ds.random_shuffle()
     spec = decode_spec(cfg, source_uri, quarantine_uri, media_columns)
     decode = cfg.data.decode
     ds = ds.map_batches(partial(decode_batch, spec=spec), batch_size=decode.batch_size, num_cpus=decode.num_cpus,

@@ -24,8 +24,9 @@ def init_ray(cfg: RayBindConfig) -> None:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         else:
             object_store = cfg.ray.object_store_memory_mb * 2**20 if cfg.ray.object_store_memory_mb else None
-            ray.init(num_cpus=cfg.ray.num_cpus, object_store_memory=object_store, include_dashboard=False,
-                     runtime_env=runtime_env, logging_level=logging.WARNING)
+            # The dashboard (bound to localhost) serves the State API that Ray Train's controller polls.
+            ray.init(num_cpus=cfg.ray.num_cpus, object_store_memory=object_store, include_dashboard=True,
+                     dashboard_host="127.0.0.1", runtime_env=runtime_env, logging_level=logging.WARNING)
     configure_data_context(cfg)
 
 

@@ -56,6 +56,11 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     return fs, (parts.netloc + parts.path).rstrip("/")
 
 
+def absolute(uri: str) -> str:
+    """Local paths made absolute (a run dir must not depend on the working directory); URIs unchanged."""
+    return uri if is_remote(uri) else str(Path(uri.removeprefix("file://")).expanduser().resolve())
+
+
 def join(base: str, *names: str) -> str:
     """Append path components, keeping any query (endpoint) of a remote base."""
     if not is_remote(base):

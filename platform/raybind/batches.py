@@ -1,0 +1,40 @@
+"""Turning a pipeline batch (uint8 frames, float16 spectrograms/depth, int32 tokens) into tower inputs.
+
+Normalisation and augmentation run here, on the training device, through the same public transforms
+that inference uses (`encoders.transforms`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from encoders import transforms
+from encoders.config import PreprocessConfig
+
+
+def _one_frame(stack: torch.Tensor, train: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """[B, K, ...] synthesized frames -> [B, ...]: a random one when training, the middle one at eval."""
+    count = stack.shape[1]
+    if count == 1:
+        return stack[:, 0]
+    if train:
+        picks = torch.randint(0, count, (stack.shape[0],), generator=generator).to(stack.device)
+        return stack[torch.arange(stack.shape[0], device=stack.device), picks]
+    return stack[:, count // 2]
+
+
+def tower_input(modality: str, column: torch.Tensor, pre: PreprocessConfig, train: bool,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pipeline column of one modality -> normalised float input for that tower."""
+    if modality == "video":
+        return transforms.video_frames(column, pre, train=train, generator=generator)
+    if modality == "audio":
+        return column.float()
+    if modality == "depth":
+        return transforms.depth_image(_one_frame(column, train, generator).float(), pre, train=train,
+                                      generator=generator)
+    if modality == "thermal":
+        return transforms.thermal_image(_one_frame(column, train, generator), pre, train=train, generator=generator)
+    if modality == "image":
+        return transforms.image(column, pre, train=train, generator=generator)
+    raise ValueError(f"unknown modality {modality!r}")

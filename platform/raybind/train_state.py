@@ -1,0 +1,41 @@
+"""Training checkpoints: the model contract of `encoders.checkpoint` plus optimizer and progress beside it.
+
+    <checkpoint>/raybind.json, <modality>/...   model (adapters + trained tensors), see encoders.checkpoint
+    <checkpoint>/trainer_state.pt               optimizer + LR scheduler state (loaded weights_only=True)
+    <checkpoint>/progress.json                  step, epoch, metrics so far
+
+A checkpoint directory is written completely on local disk first; Ray uploads it and registers it only
+after the upload finished, so resume never sees a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from encoders import BindModel, save_model
+from encoders.checkpoint import load_into
+
+TRAINER_STATE = "trainer_state.pt"
+PROGRESS = "progress.json"
+
+
+def save_training_checkpoint(directory: Path, model: BindModel, optimizer: torch.optim.Optimizer,
+                             scheduler: torch.optim.lr_scheduler.LRScheduler, progress: dict[str, Any]) -> Path:
+    save_model(model, directory, extra={"step": progress["step"]})
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, directory / TRAINER_STATE)
+    (directory / PROGRESS).write_text(json.dumps(progress, indent=2, sort_keys=True))
+    return directory
+
+
+def load_training_checkpoint(directory: Path, model: BindModel, optimizer: torch.optim.Optimizer,
+                             scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
+    """Restore model, optimizer and scheduler in place; return the saved progress."""
+    load_into(model, directory)
+    state = torch.load(directory / TRAINER_STATE, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return json.loads((directory / PROGRESS).read_text())
