@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import ray.train
 from ray.data import Dataset
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from ray.train.v2.api.callback import UserCallback
 
 from raybind import quarantine, storage
 from raybind.config import RayBindConfig
@@ -71,15 +72,16 @@ def _columns(cfg: RayBindConfig) -> list[str]:
     return [*cfg.data.modalities, "tokens"]
 
 
-def _run_config(cfg: RayBindConfig) -> RunConfig:
+def _run_config(cfg: RayBindConfig, callbacks: Sequence[UserCallback]) -> RunConfig:
     fs, path = storage.resolve(cfg.storage)
     return RunConfig(
         name=cfg.name, storage_path=path, storage_filesystem=fs if storage.is_remote(cfg.storage) else None,
         checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
-        failure_config=FailureConfig(max_failures=cfg.train.max_failures))
+        failure_config=FailureConfig(max_failures=cfg.train.max_failures), callbacks=list(callbacks))
 
 
-def build_trainer(cfg: RayBindConfig, train: Dataset, val: Dataset | None) -> TorchTrainer:
+def build_trainer(cfg: RayBindConfig, train: Dataset, val: Dataset | None,
+                  callbacks: Sequence[UserCallback] = ()) -> TorchTrainer:
     resources = {"CPU": cfg.train.cpus_per_worker}
     if cfg.train.use_gpu:
         resources["GPU"] = 1
@@ -90,7 +92,7 @@ def build_trainer(cfg: RayBindConfig, train: Dataset, val: Dataset | None) -> To
         train_loop_per_worker, train_loop_config={"cfg": cfg.model_dump(mode="json")},
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                      resources_per_worker=resources),
-        run_config=_run_config(cfg), datasets=datasets, dataset_config=UnevenSplitDataConfig())
+        run_config=_run_config(cfg, callbacks), datasets=datasets, dataset_config=UnevenSplitDataConfig())
 
 
 def _checkpoint_uri(cfg: RayBindConfig, checkpoint: ray.train.Checkpoint | None) -> str | None:
@@ -129,8 +131,11 @@ def _per_modality(cfg: RayBindConfig, metrics: dict[str, Any]) -> dict[str, dict
     return out
 
 
-def pretrain(cfg: RayBindConfig) -> dict[str, Any]:
-    """Run (or resume) pretraining and return the job summary; also written to `<run_dir>/summary.json`."""
+def pretrain(cfg: RayBindConfig, callbacks: Sequence[UserCallback] = ()) -> dict[str, Any]:
+    """Run (or resume) pretraining and return the job summary; also written to `<run_dir>/summary.json`.
+
+    `callbacks` are Ray Train user callbacks (run on the controller), e.g. for sweeps or alerts.
+    """
     started = time.perf_counter()
     run_uri = storage.join(storage.absolute(cfg.storage), cfg.name)
     check_storage(run_uri)
@@ -138,7 +143,7 @@ def pretrain(cfg: RayBindConfig) -> dict[str, Any]:
     init_ray(cfg)
     train = build_stream(cfg, cfg.data.train, storage.join(run_uri, "quarantine", "train"), shuffle=True)
     val = build_stream(cfg, cfg.data.val, storage.join(run_uri, "quarantine", "val")) if cfg.data.val else None
-    result = build_trainer(cfg, train.dataset, val.dataset if val else None).fit()
+    result = build_trainer(cfg, train.dataset, val.dataset if val else None, callbacks).fit()
     metrics = dict(result.metrics or {})
     ingest = _ingest_counts(train, metrics.get("rows_first_pass"))
     summary: dict[str, Any] = {

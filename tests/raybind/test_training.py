@@ -1,0 +1,144 @@
+"""Distributed LoRA contrastive training on a real local Ray cluster: S3 checkpoints, resume, worker loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+
+from raybind.config import validate
+from raybind.demo_data import generate
+from raybind.trainer import pretrain
+from ray.train.v2.api.callback import UserCallback
+
+pytestmark = pytest.mark.timeout(420)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    manifests = generate(root, train_clips=16, val_clips=8, seed=1)
+    rows = Path(manifests["train"]).read_text()
+    bad = json.dumps({"id": "broken", "text": "a clip that is not there", "video": "clips/missing.mp4"})
+    Path(manifests["train"]).write_text(rows + bad + "\n")
+    return manifests
+
+
+def _cfg(demo, storage: str, name: str, **train):
+    settings = {"steps": 10, "batch_size": 4, "log_every": 5, "checkpoint_every": 5, "val_batch_size": 8,
+                "cpus_per_worker": 0.5, "keep_checkpoints": 2, **train}
+    return validate({
+        "name": name, "storage": storage, "seed": 0,
+        "data": {"train": demo["train"], "val": demo["val"], "modalities": ["video", "audio"], "num_frames": 4,
+                 "decode": {"batch_size": 4, "num_cpus": 0.5}},
+        "model": {"preset": "tiny", "text": {"kind": "hf", "name": "all-minilm-l6-v2"},
+                  "towers": {"video": {"lr": 2e-3}, "audio": {"lr": 2e-3}}},
+        "train": settings})
+
+
+def _adam_steps(checkpoint_dir: Path) -> list[int]:
+    state = torch.load(checkpoint_dir / "trainer_state.pt", weights_only=True)
+    return sorted({int(s["step"]) for s in state["optimizer"]["state"].values()})
+
+
+def test_training_to_s3_checkpoints_adapters_and_counts(ray_cluster, demo, s3_bucket, tmp_path):
+    client, bucket, query = s3_bucket
+    summary = pretrain(_cfg(demo, f"s3://{bucket}/runs{query}", "s3run"))
+    assert summary["steps"] == 10
+    assert (summary["rows_in"], summary["rows_out"], summary["rows_quarantined"]) == (17, 16, 1)
+    assert summary["first_pass_complete"] is True
+    for modality in ("video", "audio"):
+        row = summary["metrics"][modality]
+        assert row["chance"] == pytest.approx(1 / 8)
+        assert 0 <= row["val_r1_before"] <= 1 and 0 <= row["val_r1_after"] <= 1
+        assert row["val_loss_after"] < row["val_loss_before"], "training did not reduce validation loss"
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="runs/s3run/")["Contents"]]
+    assert "runs/s3run/summary.json" in keys and "runs/s3run/quarantine.jsonl" in keys
+    checkpoints = sorted({k.split("/")[2] for k in keys if k.split("/")[2].startswith("checkpoint_") and "/" in k[len("runs/s3run/"):]})
+    assert len(checkpoints) == 2  # checkpoints at steps 5 and 10, both kept
+    newest = checkpoints[-1]
+    assert summary["checkpoint"].startswith(f"s3://{bucket}/runs/s3run/{newest}")
+    local = tmp_path / "ckpt"
+    for key in keys:
+        if f"/{newest}/" in key and not key.endswith("/"):
+            target = local / key.split(f"/{newest}/", 1)[1]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, key, str(target))
+    assert {p.name for p in (local / "video").iterdir()} == {"adapter_config.json", "adapter_model.safetensors",
+                                                            "trained.safetensors"}
+    assert json.loads((local / "progress.json").read_text())["step"] == 10
+    # the adapters load onto the plain backbone with peft itself
+    from encoders.checkpoint import read_manifest
+    from encoders.config import ModelConfig
+    from encoders.model import bare_backbone
+
+    config = ModelConfig.from_dict(read_manifest(local)["model"])
+    for modality in ("video", "audio"):
+        backbone = bare_backbone(config, modality)
+        trained = load_file(str(local / modality / "trained.safetensors"))
+        backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in trained.items()
+                                  if k.startswith("backbone.")}, strict=False)
+        peft_model = PeftModel.from_pretrained(backbone, str(local / modality))
+        assert any("lora_A" in n for n, _ in peft_model.named_parameters())
+    bad = client.get_object(Bucket=bucket, Key="runs/s3run/quarantine.jsonl")["Body"].read().decode()
+    assert json.loads(bad.splitlines()[0])["id"] == "broken"
+
+
+def test_rerun_with_same_name_resumes_step_and_optimizer(ray_cluster, demo, tmp_path):
+    storage = str(tmp_path / "runs")
+    first = pretrain(_cfg(demo, storage, "resume", steps=6, checkpoint_every=3, log_every=3))
+    assert first["steps"] == 6 and first["resumed_from"] == []
+    second = pretrain(_cfg(demo, storage, "resume", steps=10, checkpoint_every=3, log_every=3))
+    assert second["steps"] == 10 and second["resumed_from"] == [6]
+    # AdamW step counts continue: video and audio alternate, 5 steps each after 10 steps in total
+    assert _adam_steps(Path(second["checkpoint"])) == [5]
+    assert _adam_steps(Path(first["checkpoint"])) == [3] if Path(first["checkpoint"]).exists() else True
+    summary = json.loads((tmp_path / "runs" / "resume" / "summary.json").read_text())
+    assert summary["steps"] == 10
+
+
+class KillWorkersAfterFirstCheckpoint(UserCallback):
+    """Runs on the Ray Train controller: once the first checkpoint is persisted, SIGKILL the worker processes."""
+
+    def __init__(self) -> None:
+        self.killed_at_step = None
+
+    def after_report(self, run_context, metrics, checkpoint):
+        if checkpoint is None or self.killed_at_step is not None:
+            return
+        self.killed_at_step = metrics[0]["step"]
+        workers = [p for p in psutil.process_iter(["cmdline"])
+                   if p.info["cmdline"] and p.info["cmdline"][0].startswith("ray::RayTrainWorker")]
+        assert workers, "no Ray Train worker process to kill"
+        for worker in workers:
+            os.kill(worker.pid, signal.SIGKILL)
+
+
+def test_killed_worker_restores_from_checkpoint_and_finishes(ray_cluster, demo, tmp_path):
+    cfg = _cfg(demo, str(tmp_path / "runs"), "faulty", steps=16, checkpoint_every=4, log_every=4, max_failures=1)
+    result = pretrain(cfg, callbacks=[KillWorkersAfterFirstCheckpoint()])
+    assert result["steps"] == 16
+    assert result["resumed_from"] == [4], "training did not restart from the checkpoint written before the kill"
+    assert _adam_steps(Path(result["checkpoint"])) == [8]
+
+
+def test_without_failure_budget_a_killed_worker_fails_the_run(ray_cluster, demo, tmp_path):
+    cfg = _cfg(demo, str(tmp_path / "runs"), "fragile", steps=8, checkpoint_every=4, log_every=4, max_failures=0)
+    with pytest.raises(Exception):
+        pretrain(cfg, callbacks=[KillWorkersAfterFirstCheckpoint()])
+
+
+def test_two_workers_ddp_keep_every_row(ray_cluster, demo, tmp_path):
+    summary = pretrain(_cfg(demo, str(tmp_path / "runs"), "ddp", num_workers=2, steps=6, checkpoint_every=0,
+                            log_every=3, batch_size=2))
+    assert summary["steps"] == 6
+    assert (summary["rows_in"], summary["rows_out"], summary["rows_quarantined"]) == (17, 16, 1)
+    ckpt = Path(summary["checkpoint"])
+    assert (ckpt / "video" / "adapter_model.safetensors").is_file()
