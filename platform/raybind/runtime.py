@@ -14,19 +14,26 @@ from raybind.config import RayBindConfig
 log = logging.getLogger(__name__)
 
 
+def start_ray(address: str | None = None, num_cpus: float | None = None,
+              object_store_memory_mb: int | None = None) -> None:
+    """Join the cluster a job was submitted to (RAY_ADDRESS) or `address`; else start a local Ray."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+                                "TOKENIZERS_PARALLELISM": "false"}}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        return
+    object_store = object_store_memory_mb * 2**20 if object_store_memory_mb else None
+    # The dashboard (bound to localhost) serves the State API that Ray Train's controller polls.
+    ray.init(num_cpus=num_cpus, object_store_memory=object_store, include_dashboard=True,
+             dashboard_host="127.0.0.1", runtime_env=runtime_env, logging_level=logging.WARNING)
+
+
 def init_ray(cfg: RayBindConfig) -> None:
-    """Join the cluster a job was submitted to (RAY_ADDRESS) or the configured address; else start a local Ray."""
-    if not ray.is_initialized():
-        address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-        runtime_env = {"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-                                    "TOKENIZERS_PARALLELISM": "false"}}
-        if address:
-            ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
-        else:
-            object_store = cfg.ray.object_store_memory_mb * 2**20 if cfg.ray.object_store_memory_mb else None
-            # The dashboard (bound to localhost) serves the State API that Ray Train's controller polls.
-            ray.init(num_cpus=cfg.ray.num_cpus, object_store_memory=object_store, include_dashboard=True,
-                     dashboard_host="127.0.0.1", runtime_env=runtime_env, logging_level=logging.WARNING)
+    """Start or join Ray as the config says and apply its Ray Data settings."""
+    start_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_memory_mb)
     configure_data_context(cfg)
 
 

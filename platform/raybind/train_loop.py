@@ -133,7 +133,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 if batch is None:
                     break
             used.add(modality)
-            loss = _train_step(model, wrapped[modality], modality, batch, text_cache, micro, accum, autocast)
+            loss = train_step(model, wrapped[modality], modality, batch, text_cache, micro, accum, autocast)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -174,7 +174,7 @@ def _report(cfg: RayBindConfig, rank: int, world: int, step: int, progress: dict
         ray.train.report(metrics)
 
 
-def _train_step(model: BindModel, tower, modality: str, batch: dict[str, torch.Tensor],
+def train_step(model: BindModel, tower, modality: str, batch: dict[str, torch.Tensor],
                 text_cache: dict[int, torch.Tensor], micro: int, accum: int, autocast) -> float:
     """Forward/backward over `accum` micro-batches of one batch; DDP syncs on the last one only."""
     pre = model.tower_config(modality).preprocess

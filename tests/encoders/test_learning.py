@@ -4,8 +4,9 @@ dozen LoRA steps on procedurally rendered clips retrieves unseen clips from thei
 import numpy as np
 import torch
 
-from encoders import BindModel, TextConfig, contrastive_loss, languagebind_config, transforms
+from encoders import BindModel, TextConfig, languagebind_config, transforms
 from encoders.optim import build_optimizer, cosine_with_warmup, parameter_groups
+from encoders.step import training_step
 from raybind.demo_data import _specs, render_frames
 
 
@@ -42,13 +43,8 @@ def test_video_tower_learns_to_retrieve_unseen_clips():
     losses = []
     for step in range(60):
         idx = torch.randperm(128)[:32]
-        loss = contrastive_loss(model.encode("video", train_video[idx]), train_text[idx], model.logit_scale("video"))
-        loss.backward()
-        optimizer.step()
+        losses.append(training_step(model, "video", train_video[idx], train_text[idx], optimizer))
         scheduler.step()
-        optimizer.zero_grad()
-        model.tower("video").clamp_logit_scale()
-        losses.append(float(loss))
     model.eval()
     after = _r1(model, val_video, val_text)
     chance = 1 / 32

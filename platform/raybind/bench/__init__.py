@@ -1,0 +1,1 @@
+"""Benchmarks: every performance claim is a ratio against a baseline measured in the same run."""

@@ -1,0 +1,167 @@
+"""Ingest suites: the Ray Data pipeline vs a torch DataLoader doing the same work vs bare decoding, and
+peak memory of a streaming run at N and 10N rows."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+
+from raybind import media
+from raybind.bench.clips import make_clips, write_manifest
+from raybind.config import RayBindConfig, validate
+from raybind.pipeline import build_stream
+
+RESOLUTIONS = {"360p": (640, 360), "720p": (1280, 720)}
+
+
+def ingest_config(manifest: Path, workers: int, image_size: int = 224) -> RayBindConfig:
+    """All four modalities, as a LanguageBind video row yields them; CPU budgets fit `workers` decode tasks."""
+    return validate({
+        "name": "bench", "data": {
+            "train": str(manifest), "modalities": ["video", "audio", "depth", "thermal"], "num_frames": 8,
+            "decode": {"batch_size": 2, "num_cpus": 0.75},
+            "depth": {"actors": 1, "num_cpus": 0.25, "batch_size": 8},
+            "thermal": {"actors": 1, "num_cpus": 0.25, "batch_size": 8}},
+        "model": {"preset": "tiny", "towers": {m: {"preprocess": {"image_size": image_size}}
+                                               for m in ("video", "depth", "thermal")}}})
+
+
+def run_ray(cfg: RayBindConfig, quarantine_dir: Path, batch_size: int = 8) -> dict:
+    """Pipeline into a consumer that iterates batches like a training worker."""
+    start = time.perf_counter()
+    stream = build_stream(cfg, cfg.data.train, str(quarantine_dir))
+    rows = 0
+    for batch in stream.dataset.select_columns(["video", "audio", "depth", "thermal", "tokens"]).iter_torch_batches(
+            batch_size=batch_size):
+        rows += len(batch["tokens"])
+    seconds = time.perf_counter() - start
+    return {"rows": rows, "seconds": round(seconds, 2), "clips_per_s": round(rows / seconds, 3)}
+
+
+class _SameWorkDataset(torch.utils.data.Dataset):
+    """What LanguageBind's loaders do per sample, with the same transforms as the pipeline's stages."""
+
+    def __init__(self, cfg: RayBindConfig) -> None:
+        import json
+
+        self.rows = [json.loads(line) for line in Path(cfg.data.train).read_text().splitlines()]
+        self.cfg = cfg
+        self._models = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _load(self):
+        from raybind.stages import DepthStage, ThermalStage, _tokenizer  # the pipeline's own synthesizers
+
+        depth = DepthStage(self.cfg.data.depth, "video")
+        thermal = ThermalStage(self.cfg.data.thermal, "video")
+        model = self.cfg.model_config_for_encoders()
+        return depth, thermal, _tokenizer(model.text), model
+
+    def __getitem__(self, index: int) -> dict:
+        from encoders import transforms
+        from raybind.stages import frame_choice
+
+        if self._models is None:
+            self._models = self._load()
+        depth, thermal, tokenizer, model = self._models
+        row = self.rows[index]
+        audio_cfg = model.tower("audio").preprocess
+        size = model.tower("video").preprocess.image_size
+        frames = media.decode_video(row["video"], self.cfg.data.num_frames, size)
+        wave = media.decode_audio(row["video"], audio_cfg.sample_rate)
+        mel = transforms.audio_mel(wave, audio_cfg.sample_rate, audio_cfg).half()
+        pick = frames[frame_choice(row["id"], len(frames), 0)][None]
+        return {"video": torch.from_numpy(frames), "audio": mel,
+                "depth": torch.from_numpy(depth.synthesizer(pick).astype(np.float16)),
+                "thermal": torch.from_numpy(thermal.synthesizer(pick)),
+                "tokens": tokenizer([row["text"]])[0].int()}
+
+
+def run_dataloader(cfg: RayBindConfig, workers: int, batch_size: int = 8) -> dict:
+    start = time.perf_counter()
+    loader = torch.utils.data.DataLoader(_SameWorkDataset(cfg), batch_size=batch_size, num_workers=workers,
+                                         persistent_workers=False)
+    rows = sum(len(batch["tokens"]) for batch in loader)
+    seconds = time.perf_counter() - start
+    return {"rows": rows, "seconds": round(seconds, 2), "clips_per_s": round(rows / seconds, 3)}
+
+
+def run_decode_bound(cfg: RayBindConfig) -> dict:
+    """Sequential OpenCV decoding of the same frames, nothing else: the floor any loader pays."""
+    import json
+
+    rows = [json.loads(line) for line in Path(cfg.data.train).read_text().splitlines()]
+    size = cfg.model_config_for_encoders().tower("video").preprocess.image_size
+    start = time.perf_counter()
+    for row in rows:
+        media.decode_video(row["video"], cfg.data.num_frames, size)
+    seconds = time.perf_counter() - start
+    return {"rows": len(rows), "seconds": round(seconds, 2), "clips_per_s": round(len(rows) / seconds, 3)}
+
+
+def ingest_suite(workdir: Path, workers: int, per_resolution: int, seconds: float, repeats: int) -> dict:
+    clips = make_clips(workdir / "clips", RESOLUTIONS, per_resolution, seconds)
+    manifest = write_manifest(workdir / "ingest.jsonl", clips, len(clips) * repeats)
+    cfg = ingest_config(manifest, workers)
+    ray_result = run_ray(cfg, workdir / "q-ingest")
+    loader = run_dataloader(cfg, workers)
+    bound = run_decode_bound(cfg)
+    return {"clips": len(clips), "rows": ray_result["rows"], "seconds_per_clip": seconds,
+            "resolutions": list(RESOLUTIONS), "workers": workers, "ray_data": ray_result, "dataloader": loader,
+            "decode_bound": bound,
+            "ratio_vs_dataloader": round(ray_result["clips_per_s"] / loader["clips_per_s"], 3),
+            "ratio_vs_decode_bound": round(ray_result["clips_per_s"] / bound["clips_per_s"], 3)}
+
+
+class _PeakMemory:
+    """Samples the proportional set size (shared pages counted once) of this process and all Ray workers."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _total(self) -> int:
+        total = 0
+        for proc in psutil.process_iter(["cmdline"]):
+            cmd = proc.info["cmdline"] or []
+            if proc.pid == psutil.Process().pid or (cmd and (cmd[0].startswith("ray::") or "raylet" in cmd[0]
+                                                              or "gcs_server" in cmd[0])):
+                try:
+                    total += proc.memory_full_info().pss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._total())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "_PeakMemory":
+        self.peak = self._total()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def streaming_memory_suite(workdir: Path, workers: int, rows: int) -> dict:
+    clips = make_clips(workdir / "clips", {"360p": RESOLUTIONS["360p"]}, 2, 5.0)
+    results = {}
+    for label, count in (("n", rows), ("10n", rows * 10)):
+        manifest = write_manifest(workdir / f"memory-{label}.jsonl", clips, count)
+        cfg = ingest_config(manifest, workers)
+        with _PeakMemory() as memory:
+            run = run_ray(cfg, workdir / f"q-memory-{label}")
+        results[label] = {"rows": run["rows"], "peak_pss_mib": round(memory.peak / 2**20, 1),
+                          "seconds": run["seconds"]}
+    return {**results, "ratio": round(results["10n"]["peak_pss_mib"] / results["n"]["peak_pss_mib"], 3)}

@@ -1,0 +1,130 @@
+"""Tower suites without Ray: token masking speed-up, LoRA vs full fine-tuning, and the GPU suite."""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import time
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+
+from encoders import BindModel, LoraSettings, ModelConfig, TowerConfig, get_preset
+from encoders.constants import MASK_RATIO
+from encoders.optim import build_optimizer, parameter_groups
+from encoders.step import training_step
+
+
+def _tower_model(preset: str, mask_ratio: float, lora: bool, modality: str = "depth") -> BindModel:
+    spec = get_preset(preset)
+    tower = TowerConfig(modality=modality, mask_ratio=mask_ratio, lora=LoraSettings(r=2) if lora else None,
+                        preprocess=spec.preprocess(modality))
+    return BindModel(ModelConfig(preset=preset, towers=(tower,)))
+
+
+def _batch(model: BindModel, batch: int, device: torch.device, seed: int = 0):
+    size = model.tower_config("depth").preprocess.image_size
+    g = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(batch, 3, size, size, generator=g).to(device)
+    text = F.normalize(torch.randn(batch, model.embed_dim, generator=g), dim=-1).to(device)
+    return inputs, text
+
+
+def _samples_per_s(model: BindModel, batch: int, steps: int, device: torch.device,
+                   dtype: torch.dtype | None = None) -> float:
+    optimizer = build_optimizer(parameter_groups(model.towers, {"depth": 1e-4}))
+    inputs, text = _batch(model, batch, device)
+    model.train()
+    training_step(model, "depth", inputs, text, optimizer, dtype)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        training_step(model, "depth", inputs, text, optimizer, dtype)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return batch * steps / (time.perf_counter() - start)
+
+
+def masking_suite(preset: str, batch: int, steps: int) -> dict:
+    """Samples/s of one tower's training step at mask ratio 0 and 0.5 (plus the paper's per-modality ratios)."""
+    model = _tower_model(preset, 0.0, lora=True)
+    tower = model.tower("depth")
+    ratios = sorted({0.0, 0.5, *MASK_RATIO.values()})
+    rates = {}
+    for ratio in ratios:
+        tower.config = replace(tower.config, mask_ratio=ratio)
+        rates[str(ratio)] = round(_samples_per_s(model, batch, steps, torch.device("cpu")), 3)
+    return {"preset": preset, "tower_tokens": tower.backbone.num_patches + 1, "batch": batch, "steps": steps,
+            "samples_per_s": rates, "speedup": round(rates["0.5"] / rates["0.0"], 3)}
+
+
+def _lora_worker(preset: str, lora: bool, batch: int, steps: int, queue) -> None:
+    torch.set_num_threads(torch.get_num_threads())
+    model = _tower_model(preset, 0.0, lora=lora)
+    trainable = sum(p.numel() for p in model.towers.parameters() if p.requires_grad)
+    optimizer = build_optimizer(parameter_groups(model.towers, {"depth": 1e-4}))
+    inputs, text = _batch(model, batch, torch.device("cpu"))
+    model.train()
+    training_step(model, "depth", inputs, text, optimizer)
+    start = time.perf_counter()
+    for _ in range(steps):
+        training_step(model, "depth", inputs, text, optimizer)
+    step_s = (time.perf_counter() - start) / steps
+    state_bytes = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
+                      if torch.is_tensor(t))
+    queue.put({"trainable_params": trainable, "optimizer_state_mib": round(state_bytes / 2**20, 2),
+               "step_s": round(step_s, 4), "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                                                  / 1024, 1)})
+
+
+def lora_suite(preset: str, batch: int, steps: int) -> dict:
+    """LoRA vs full fine-tuning of the same tower, each in a fresh process so peak memory is its own."""
+    ctx = multiprocessing.get_context("spawn")
+    out = {}
+    for name, lora in (("lora", True), ("full", False)):
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_lora_worker, args=(preset, lora, batch, steps, queue))
+        proc.start()
+        out[name] = queue.get(timeout=1800)
+        proc.join()
+    return {"preset": preset, "batch": batch, "steps": steps, **out,
+            "step_time_ratio": round(out["lora"]["step_s"] / out["full"]["step_s"], 3),
+            "peak_memory_ratio": round(out["lora"]["peak_rss_mib"] / out["full"]["peak_rss_mib"], 3)}
+
+
+def _vit_flops_per_sample(tokens: int, width: int, layers: int) -> float:
+    """Forward FLOPs of the transformer blocks: 24*T*D^2 (projections + MLP) + 4*T^2*D (attention) per layer."""
+    return layers * (24 * tokens * width ** 2 + 4 * tokens ** 2 * width)
+
+
+def gpu_suite(batch: int = 64, steps: int = 10, peak_tflops: float | None = None) -> dict:
+    """ViT-L/14 tower (LoRA r=2, mask 0.5, bf16) samples/s and MFU; GLPN-sized depth synthesis frames/s."""
+    if not torch.cuda.is_available():
+        return {"skipped": "no CUDA device"}
+    device = torch.device("cuda")
+    model = _tower_model("vit-l-14", 0.5, lora=True).to(device)
+    rate = _samples_per_s(model, batch, steps, device, torch.bfloat16)
+    backbone = model.tower("depth").backbone
+    width, layers = backbone.blocks[0].attn.q_proj.base_layer.in_features, len(backbone.blocks)
+    kept = int(backbone.num_patches * 0.5) + 1
+    flops = 3 * _vit_flops_per_sample(kept, width, layers) * rate
+    name = torch.cuda.get_device_name(0)
+    peak = peak_tflops or (989.0 if ("H100" in name or "H200" in name) else None)
+    from transformers import GLPNConfig, GLPNForDepthEstimation, GLPNImageProcessor
+
+    from encoders.synthesis import DepthSynthesizer
+
+    glpn = GLPNForDepthEstimation(GLPNConfig()).to(device).half()
+    synth = DepthSynthesizer.from_model(glpn, GLPNImageProcessor(), device=device)
+    frames = torch.randint(0, 255, (32, 480, 640, 3), dtype=torch.uint8).numpy()
+    synth(frames)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(3):
+        synth(frames)
+    torch.cuda.synchronize()
+    return {"device": name, "tower_samples_per_s": round(rate, 2), "model_tflops": round(flops / 1e12, 2),
+            "mfu": round(flops / (peak * 1e12), 4) if peak else None,
+            "depth_frames_per_s": round(3 * len(frames) / (time.perf_counter() - start), 1)}
