@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
@@ -82,7 +81,3 @@ def load_adapter(tower: ModalityTower, folder: Path) -> None:
     result = set_peft_model_state_dict(tower.backbone, state)
     if result.unexpected_keys:
         raise ValueError(f"adapter in {folder} does not fit this tower: unexpected {result.unexpected_keys[:5]}")
-
-
-def trainable_parameters(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-    return {name: p for name, p in module.named_parameters() if p.requires_grad}

@@ -160,18 +160,3 @@ def audio_mel(waveform: np.ndarray | torch.Tensor, sample_rate: int, cfg: Prepro
         chunks = torch.stack([mel[s:s + length] for s in _chunk_starts(frames, length, train, generator)])
     chunks = chunks.transpose(1, 2)                            # [3, mel_bins, target_length]
     return (chunks - cfg.audio_norm_mean) / (cfg.audio_norm_std * 2)
-
-
-def mel_to_tower(mel: torch.Tensor) -> torch.Tensor:
-    """Spectrogram batches ride as float16 through the data pipeline; the tower takes float32."""
-    return mel.float()
-
-
-def for_modality(modality: str):
-    """The transform that turns a modality's pipeline payload into tower input (audio is already final)."""
-    table = {"video": video_frames, "image": image, "thermal": thermal_image, "depth": depth_image}
-    if modality == "audio":
-        return lambda x, cfg=DEFAULT, train=False, generator=None: mel_to_tower(_as_tensor(x))
-    if modality not in table:
-        raise ValueError(f"unknown modality {modality!r}; valid: {sorted([*table, 'audio'])}")
-    return table[modality]

@@ -88,8 +88,11 @@ def build_stream(cfg: RayBindConfig, source_uri: str, quarantine_uri: str, shuff
     rows_in = manifest_stats(ds, source_uri)
     if shuffle:
         ds = ds.random_shuffle()
-    spec = decode_spec(cfg, source_uri, quarantine_uri, media_columns)
     decode = cfg.data.decode
+    # A manifest file reads as one block, and a map task takes whole blocks: without this every row would
+    # decode in a single task. Streaming re-blocking into decode-batch-sized blocks spreads rows over tasks.
+    ds = ds.repartition(target_num_rows_per_block=decode.batch_size)
+    spec = decode_spec(cfg, source_uri, quarantine_uri, media_columns)
     ds = ds.map_batches(partial(decode_batch, spec=spec), batch_size=decode.batch_size, num_cpus=decode.num_cpus,
                         batch_format="numpy")
     frames_column = "video" if "video" in cfg.data.modalities else FRAMES

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-import shutil
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -141,13 +140,6 @@ def delete_dir(uri: str) -> None:
         fs.delete_dir(path)
 
 
-def upload_dir(local_dir: str | Path, uri: str) -> None:
-    """Copy a local folder tree to `uri` (local or remote)."""
-    local_dir = Path(local_dir)
-    for file in sorted(p for p in local_dir.rglob("*") if p.is_file()):
-        write_bytes(join(uri, *file.relative_to(local_dir).parts), file.read_bytes())
-
-
 @contextlib.contextmanager
 def local_path(uri: str, suffix: str = "") -> Iterator[str]:
     """A local file path for `uri` (the file itself when local, a temporary copy when remote).
@@ -164,12 +156,3 @@ def local_path(uri: str, suffix: str = "") -> Iterator[str]:
         tmp.write(read_bytes(uri))
         tmp.flush()
         yield tmp.name
-
-
-def ensure_local_dir(uri: str) -> None:
-    if not is_remote(uri):
-        Path(uri).expanduser().mkdir(parents=True, exist_ok=True)
-
-
-def copy_tree_local(src: str | Path, dst: str | Path) -> None:
-    shutil.copytree(src, dst, dirs_exist_ok=True)

@@ -113,6 +113,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         progress["resumed_from"] = [*progress.get("resumed_from", []), progress["step"]]
 
     val_batches = _load_val(cfg, device) if rank == 0 else []
+    progress["val_rows"] = sum(len(b["tokens"]) for b in val_batches)
     if rank == 0 and not progress["val_before"]:
         progress["val_before"] = _validate(model, val_batches, device)
 
@@ -232,6 +233,7 @@ def _metrics(step: int, progress: dict[str, Any], model: BindModel, optimizer, m
             metrics[f"val_r1/{modality}"] = latest_val[modality]["val_r1"]
             metrics[f"val_loss/{modality}"] = latest_val[modality]["val_loss"]
     metrics["rows_first_pass"] = progress["rows_first_pass"]
+    metrics["val_rows"] = progress.get("val_rows", 0)
     metrics["resumed_from"] = list(progress.get("resumed_from", []))
     metrics.update(_val_metrics(progress))
     return metrics

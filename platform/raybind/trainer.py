@@ -160,8 +160,7 @@ def pretrain(cfg: RayBindConfig, callbacks: Sequence[UserCallback] = ()) -> dict
         "config_hash": cfg.hash(),
     }
     if val is not None:
-        summary["val_ingest"] = _ingest_counts(val, None if not val.quarantine_uri else
-                                               val.rows_in - len(quarantine.read_all(val.quarantine_uri)))
+        summary["val_ingest"] = _ingest_counts(val, metrics.get("val_rows"))
     bad = []
     for split in ("train", "val"):
         uri = storage.join(run_uri, "quarantine", split)

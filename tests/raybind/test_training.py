@@ -55,6 +55,7 @@ def test_training_to_s3_checkpoints_adapters_and_counts(ray_cluster, demo, s3_bu
     assert summary["steps"] == 10
     assert (summary["rows_in"], summary["rows_out"], summary["rows_quarantined"]) == (17, 16, 1)
     assert summary["first_pass_complete"] is True
+    assert (summary["val_ingest"]["rows_in"], summary["val_ingest"]["rows_out"]) == (8, 8)
     for modality in ("video", "audio"):
         row = summary["metrics"][modality]
         assert row["chance"] == pytest.approx(1 / 8)
