@@ -100,6 +100,9 @@ def test_training_to_s3_checkpoints_adapters_and_counts(ray_cluster, demo, s3_bu
     state = client.get_object(Bucket=bucket, Key=f"runs/s3run/{newest}/trainer_state.pt")["Body"].read()
     steps = {int(v["step"]) for v in torch.load(io.BytesIO(state), weights_only=True)["optimizer"]["state"].values()}
     assert steps == {7}, "optimizer state was not carried over from the first run"
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="runs/s3run/")["Contents"]]
+    kept = {k.split("/")[2] for k in keys if k.split("/")[2].startswith("checkpoint_") and k.count("/") > 2}
+    assert len(kept) == 2 and newest in kept  # keep_checkpoints=2: the step-5 checkpoint was deleted
 
 
 class KillWorkersAfterFirstCheckpoint(UserCallback):
@@ -122,8 +125,8 @@ class KillWorkersAfterFirstCheckpoint(UserCallback):
 def test_killed_workers_restore_from_checkpoint_and_finish_with_two_ddp_ranks(ray_cluster, demo, tmp_path):
     """Two DDP workers; both processes are SIGKILLed after the first checkpoint; FailureConfig restarts the
     group from that checkpoint and the run completes every step, with every row accounted for."""
-    cfg = _cfg(demo, str(tmp_path / "runs"), "faulty", num_workers=2, batch_size=2, steps=12, checkpoint_every=4,
-               log_every=4, max_failures=1)
+    cfg = _cfg(demo, str(tmp_path / "runs"), "faulty", num_workers=2, batch_size=2, grad_accum=2, steps=12,
+               checkpoint_every=4, log_every=4, val_every=4, max_failures=1)
     result = pretrain(cfg, callbacks=[KillWorkersAfterFirstCheckpoint()])
     assert result["steps"] == 12
     assert result["resumed_from"] == [4], "training did not restart from the checkpoint written before the kill"
