@@ -154,13 +154,10 @@ def _stack(rows: list[dict[str, Any]], template: dict[str, tuple[tuple[int, ...]
     """Rows -> columns; an all-bad batch still returns every column (empty) so the schema never wavers."""
     columns = {}
     for name, (shape, dtype) in template.items():
-        if rows and name in rows[0]:
-            values = [r[name] for r in rows]
-            columns[name] = np.array(values, dtype=object) if dtype is object else np.stack(values).astype(dtype)
-        elif name in ("id", "text", "label") and (not rows or name in rows[0]):
-            columns[name] = np.array([], dtype=object)
-        elif not rows:
-            columns[name] = np.zeros((0, *shape), dtype=dtype)
+        if dtype is object:
+            columns[name] = np.array([r[name] for r in rows], dtype=object)
+        else:
+            columns[name] = np.stack([r[name] for r in rows]).astype(dtype) if rows else np.zeros((0, *shape), dtype)
     return columns
 
 

@@ -224,9 +224,8 @@ def _val_metrics(progress: dict[str, Any]) -> dict[str, float]:
 def _metrics(step: int, progress: dict[str, Any], model: BindModel, optimizer, meter: _Meter, world: int,
              latest_val: dict[str, Any]) -> dict[str, Any]:
     metrics: dict[str, Any] = {"step": step, "epoch": progress["epoch"], **meter.summary(world)}
-    for group in optimizer.param_groups:
-        if group["name"].endswith("/decay") or group["name"].endswith("/no_decay"):
-            metrics[f"lr/{group['name'].split('/')[0]}"] = group["lr"]
+    for group in optimizer.param_groups:  # named "<modality>/decay" and "<modality>/no_decay"
+        metrics[f"lr/{group['name'].split('/')[0]}"] = group["lr"]
     for modality in model.modalities:
         metrics[f"logit_scale/{modality}"] = float(model.logit_scale(modality).detach())
         if modality in latest_val and "val_r1" in latest_val[modality]:
