@@ -33,15 +33,24 @@ def sample_indices(total: int, count: int) -> np.ndarray:
     return np.linspace(0, total - 1, count).round().astype(np.int64)
 
 
-def fit_square(frame_bgr: np.ndarray, size: int) -> np.ndarray:
-    """BGR frame -> RGB uint8 [size, size, 3]: short side resized to `size`, long side centre-cropped."""
-    h, w = frame_bgr.shape[:2]
+def square_crop(image: np.ndarray, size: int, interpolation: int | None = None) -> np.ndarray:
+    """Resize so the short side is `size`, then centre-crop the long side: [size, size, ...], any dtype.
+
+    Default interpolation: area when shrinking, bicubic when enlarging.
+    """
+    h, w = image.shape[:2]
     scale = size / min(h, w)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    resized = cv2.resize(frame_bgr, (new_w, new_h), interpolation=interp)
+    if interpolation is None:
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
     top, left = (new_h - size) // 2, (new_w - size) // 2
-    return cv2.cvtColor(resized[top:top + size, left:left + size], cv2.COLOR_BGR2RGB)
+    return resized[top:top + size, left:left + size]
+
+
+def fit_square(frame_bgr: np.ndarray, size: int) -> np.ndarray:
+    """BGR frame -> RGB uint8 [size, size, 3]: short side resized to `size`, long side centre-cropped."""
+    return cv2.cvtColor(square_crop(frame_bgr, size), cv2.COLOR_BGR2RGB)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -80,14 +81,18 @@ def _media_uri(row: dict[str, Any], column: str, spec: DecodeSpec) -> str:
     return storage.resolve_relative(value, spec.manifest_dir)
 
 
-def _checked_local(uri: str):
-    """Open a media URI as a local path, turning missing/empty files into row failures."""
+def _decode_path(uri: str, decode):
+    """Run `decode(local_path)` on a media URI (fetched to a temp file when remote); failures become row failures."""
     try:
         if storage.size(uri) == 0:
             raise _RowFailed(uri, "empty file (0 bytes)")
     except FileNotFoundError:
         raise _RowFailed(uri, "file not found") from None
-    return storage.local_path(uri)
+    with storage.local_path(uri) as path:
+        try:
+            return decode(path)
+        except media.MediaError as error:
+            raise _RowFailed(uri, str(error)) from None
 
 
 def _decode_row(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
@@ -99,20 +104,12 @@ def _decode_row(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
     if "label" in row:
         out["label"] = "" if _value(row, "label") is None else str(row["label"])
     if spec.needs_frames:
-        video_uri = _media_uri(row, "video", spec)
-        with _checked_local(video_uri) as path:
-            try:
-                frames = media.decode_video(path, spec.num_frames, spec.frame_size)
-            except media.MediaError as error:
-                raise _RowFailed(video_uri, str(error)) from None
+        frames = _decode_path(_media_uri(row, "video", spec),
+                              lambda path: media.decode_video(path, spec.num_frames, spec.frame_size))
         out["video" if "video" in spec.modalities else FRAMES] = frames
     if "audio" in spec.modalities:
-        uri = _media_uri(row, spec.audio_column(), spec)
-        with _checked_local(uri) as path:
-            try:
-                wave = media.decode_audio(path, spec.audio.sample_rate)
-            except media.MediaError as error:
-                raise _RowFailed(uri, str(error)) from None
+        wave = _decode_path(_media_uri(row, spec.audio_column(), spec),
+                            lambda path: media.decode_audio(path, spec.audio.sample_rate))
         out["audio"] = transforms.audio_mel(wave, spec.audio.sample_rate, spec.audio).numpy().astype(np.float16)
     if "image" in spec.modalities:
         uri = _media_uri(row, "image", spec)
@@ -120,7 +117,7 @@ def _decode_row(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
     if "depth" in spec.modalities and spec.depth_from_column:
         uri = _media_uri(row, "depth", spec)
         depth = _decode_bytes(uri, lambda data: media.decode_depth(data, uri.split("?")[0]))
-        out["depth"] = _square_depth(depth, spec.frame_size)[None].astype(np.float16)
+        out["depth"] = media.square_crop(depth, spec.frame_size, cv2.INTER_AREA)[None].astype(np.float16)
     if "thermal" in spec.modalities and spec.thermal_from_column:
         uri = _media_uri(row, "thermal", spec)
         out["thermal"] = _decode_bytes(uri, lambda data: media.decode_image(data, spec.frame_size))[None]
@@ -138,16 +135,6 @@ def _decode_bytes(uri: str, decode):
         return decode(data)
     except media.MediaError as error:
         raise _RowFailed(uri, str(error)) from None
-
-
-def _square_depth(depth: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    h, w = depth.shape
-    scale = size / min(h, w)
-    resized = cv2.resize(depth, (max(size, round(w * scale)), max(size, round(h * scale))), interpolation=cv2.INTER_AREA)
-    top, left = (resized.shape[0] - size) // 2, (resized.shape[1] - size) // 2
-    return resized[top:top + size, left:left + size]
 
 
 def _stack(rows: list[dict[str, Any]], template: dict[str, tuple[tuple[int, ...], Any]]) -> dict[str, np.ndarray]:
