@@ -105,8 +105,11 @@ def _checkpoint_uri(cfg: RayBindConfig, checkpoint: ray.train.Checkpoint | None)
     return storage.redact(f"{scheme}://{checkpoint.path}" + (f"?{query}" if query else ""))
 
 
-def _ingest_counts(stream: Stream, rows_out: int | None) -> dict[str, Any]:
-    quarantined = len(quarantine.read_all(stream.quarantine_uri)) if stream.quarantine_uri else 0
+def _quarantined(stream: Stream) -> list[quarantine.QuarantinedRow]:
+    return quarantine.read_all(stream.quarantine_uri) if stream.quarantine_uri else []
+
+
+def _ingest_counts(stream: Stream, quarantined: int, rows_out: int | None) -> dict[str, Any]:
     counts: dict[str, Any] = {"rows_in": stream.rows_in, "rows_quarantined": quarantined}
     if rows_out is None:  # training stopped before one full pass: some rows were never reached
         counts["rows_out"] = stream.rows_in - quarantined
@@ -145,7 +148,8 @@ def pretrain(cfg: RayBindConfig, callbacks: Sequence[UserCallback] = ()) -> dict
     val = build_stream(cfg, cfg.data.val, storage.join(run_uri, "quarantine", "val")) if cfg.data.val else None
     result = build_trainer(cfg, train.dataset, val.dataset if val else None, callbacks).fit()
     metrics = dict(result.metrics or {})
-    ingest = _ingest_counts(train, metrics.get("rows_first_pass"))
+    bad = {"train": _quarantined(train), "val": _quarantined(val) if val is not None else []}
+    ingest = _ingest_counts(train, len(bad["train"]), metrics.get("rows_first_pass"))
     summary: dict[str, Any] = {
         "run_dir": storage.redact(run_uri),
         "checkpoint": _checkpoint_uri(cfg, result.checkpoint),
@@ -160,11 +164,8 @@ def pretrain(cfg: RayBindConfig, callbacks: Sequence[UserCallback] = ()) -> dict
         "config_hash": cfg.hash(),
     }
     if val is not None:
-        summary["val_ingest"] = _ingest_counts(val, metrics.get("val_rows"))
-    bad = []
-    for split in ("train", "val"):
-        uri = storage.join(run_uri, "quarantine", split)
-        bad += [json.dumps({**r.__dict__, "split": split}) for r in quarantine.read_all(uri)]
-    storage.write_text(storage.join(run_uri, quarantine.QUARANTINE_FILE), "".join(line + "\n" for line in bad))
+        summary["val_ingest"] = _ingest_counts(val, len(bad["val"]), metrics.get("val_rows"))
+    lines = [json.dumps({**r.__dict__, "split": split}) + "\n" for split, rows in bad.items() for r in rows]
+    storage.write_text(storage.join(run_uri, quarantine.QUARANTINE_FILE), "".join(lines))
     storage.write_text(storage.join(run_uri, "summary.json"), json.dumps(summary, indent=2, sort_keys=True))
     return summary
