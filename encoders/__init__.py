@@ -2,15 +2,29 @@
 
 Pure PyTorch (never imports ray): everything here runs the same inside a Ray worker, in a notebook,
 or on an accelerator machine without Ray.
+
+The heavy names (models, checkpoints, LoRA via peft, the tokenizer) load on first use: a Ray decode
+task that only needs `encoders.transforms` must not pay seconds importing peft and transformers.
 """
 
-from encoders.checkpoint import load_model, save_model
+from importlib import import_module
+from typing import Any
+
 from encoders.config import LoraSettings, ModelConfig, PreprocessConfig, TextConfig, TowerConfig
 from encoders.constants import MODALITIES
-from encoders.loss import contrastive_loss, gather_features
-from encoders.model import BindModel
 from encoders.presets import available_presets, get_preset
-from encoders.text import Tokenizer
+
+_LAZY = {"load_model": "encoders.checkpoint", "save_model": "encoders.checkpoint",
+         "contrastive_loss": "encoders.loss", "gather_features": "encoders.loss",
+         "BindModel": "encoders.model", "Tokenizer": "encoders.text"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'encoders' has no attribute {name!r}")
 
 
 def languagebind_config(preset: str, modalities: list[str] | tuple[str, ...], text: TextConfig | None = None,
