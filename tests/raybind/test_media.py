@@ -26,6 +26,29 @@ def test_portrait_video_is_centre_cropped_square(media):
     assert decode_video(str(path), 4, 24).shape == (4, 24, 24, 3)
 
 
+@pytest.mark.parametrize("rotate", [0, 90, 180, 270])
+def test_rotated_video_is_decoded_as_displayed(tmp_path, rotate):
+    """A phone clip stored landscape with a rotation tag comes out upright, as players show it."""
+    frames = np.zeros((6, 48, 96, 3), np.uint8)
+    frames[:, :, :48], frames[:, :, 48:] = (250, 0, 0), (0, 0, 250)  # stored: left half red, right half blue
+    path = write_video(tmp_path / f"rot{rotate}.mp4", frames, fps=6, rotate=rotate)
+    out = decode_video(str(path), 2, 32)
+    assert out.shape == (2, 32, 32, 3)
+    top, bottom, left, right = (out[0, 4, 16], out[0, 27, 16], out[0, 16, 4], out[0, 16, 27])
+    red = {0: left, 90: top, 180: right, 270: bottom}[rotate]    # where the stored left edge is displayed
+    blue = {0: right, 90: bottom, 180: left, 270: top}[rotate]
+    assert red[0] > 200 and red[2] < 50, (rotate, red)
+    assert blue[2] > 200 and blue[0] < 50, (rotate, blue)
+
+
+def test_rotation_needs_an_mp4_and_a_right_angle(tmp_path):
+    frames = np.zeros((2, 16, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match="rotate=45"):
+        write_video(tmp_path / "a.mp4", frames, fps=2, rotate=45)
+    with pytest.raises(ValueError, match="rotate=90"):
+        write_video(tmp_path / "a.avi", frames, fps=2, rotate=90)
+
+
 def test_short_clip_repeats_frames(media):
     path = media.video("short.mp4", frames=3, seconds=0.3)
     frames = decode_video(str(path), 8, 32)
