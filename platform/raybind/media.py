@@ -60,58 +60,60 @@ class _Pass:
     ended_early: bool
 
 
-def _read_pass(path: str, targets: np.ndarray, size: int) -> _Pass:
+def open_video(path: str, threads: int = 0) -> cv2.VideoCapture:
+    """An FFmpeg-backed capture; `threads` FFmpeg decoding threads (0: FFmpeg's default, one per core).
+
+    Several decoders running side by side (Ray tasks, DataLoader workers) should use one thread each:
+    per-core threads in every process oversubscribe the CPUs and cost more CPU time per frame.
+    """
+    params = [cv2.CAP_PROP_N_THREADS, threads] if threads > 0 else []
+    return cv2.VideoCapture(path, cv2.CAP_FFMPEG, params)
+
+
+def _read_pass(cap: cv2.VideoCapture, targets: np.ndarray, size: int) -> _Pass:
     """One sequential pass: grab every frame up to the last target, retrieve only the targets.
 
     Sequential grab/retrieve avoids per-frame seeking, which re-decodes from the previous keyframe each time.
     """
-    cap = cv2.VideoCapture(path)
-    try:
-        wanted = set(int(i) for i in targets)
-        last = int(targets.max())
-        frames: dict[int, np.ndarray] = {}
-        index = 0
-        while index <= last:
-            if not cap.grab():
+    wanted = set(int(i) for i in targets)
+    last = int(targets.max())
+    frames: dict[int, np.ndarray] = {}
+    index = 0
+    while index <= last:
+        if not cap.grab():
+            return _Pass(frames, index, True)
+        if index in wanted:
+            ok, frame = cap.retrieve()
+            if not ok or frame is None:
                 return _Pass(frames, index, True)
-            if index in wanted:
-                ok, frame = cap.retrieve()
-                if not ok or frame is None:
-                    return _Pass(frames, index, True)
-                frames[index] = fit_square(frame, size)
-            index += 1
-        return _Pass(frames, index, False)
-    finally:
-        cap.release()
+            frames[index] = fit_square(frame, size)
+        index += 1
+    return _Pass(frames, index, False)
 
 
-def _count_frames(path: str) -> int:
-    cap = cv2.VideoCapture(path)
-    try:
-        count = 0
-        while cap.grab():
-            count += 1
-        return count
-    finally:
-        cap.release()
-
-
-def decode_video(path: str, num_frames: int, size: int) -> np.ndarray:
+def decode_video(path: str, num_frames: int, size: int, threads: int = 0) -> np.ndarray:
     """uint8 RGB [num_frames, size, size, 3] sampled uniformly over the whole clip.
 
     Handles rotated/portrait video (OpenCV applies the rotation tag; the square crop is centred), a
     frame count the container gets wrong (a second pass over the true count), and clips shorter than
-    `num_frames` (frames repeat).
+    `num_frames` (frames repeat). The container is opened once in the common case.
     """
-    cap = cv2.VideoCapture(path)
-    if not cap.isOpened():
+    cap = open_video(path, threads)
+    try:
+        if not cap.isOpened():
+            raise MediaError("cannot open as video (not a video container, unsupported codec, or truncated header)")
+        reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        total = reported
+        if reported <= 0:  # no count in the container: count by decoding, then read again
+            total = 0
+            while cap.grab():
+                total += 1
+            cap.release()
+            cap = open_video(path, threads)
+        targets = sample_indices(total, num_frames)
+        result = _read_pass(cap, targets, size)
+    finally:
         cap.release()
-        raise MediaError("cannot open as video (not a video container, unsupported codec, or truncated header)")
-    reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    cap.release()
-    total = reported if reported > 0 else _count_frames(path)
-    targets = sample_indices(total, num_frames)
-    result = _read_pass(path, targets, size)
     if result.ended_early:
         actual = result.decodable
         if actual == 0:
@@ -119,7 +121,11 @@ def decode_video(path: str, num_frames: int, size: int) -> np.ndarray:
         if reported > 0 and actual < MIN_DECODABLE_FRACTION * reported:
             raise MediaError(f"truncated video: container reports {reported} frames, only {actual} decodable")
         targets = sample_indices(actual, num_frames)
-        result = _read_pass(path, targets, size)
+        cap = open_video(path, threads)
+        try:
+            result = _read_pass(cap, targets, size)
+        finally:
+            cap.release()
         if result.ended_early:
             raise MediaError(f"video stream is unstable: decoding stopped at frame {result.decodable} of {actual}")
     return np.stack([result.frames[int(i)] for i in targets])
