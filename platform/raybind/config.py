@@ -35,22 +35,28 @@ class RaySettings(_Strict):
 
 
 class SynthesisSettings(_Strict):
-    """Depth or thermal: synthesized from decoded frames by an actor pool, or read from a manifest column."""
+    """Depth or thermal: synthesized from decoded frames (by the synthesis pool), or read from a manifest column."""
 
     source: Literal["synthesize", "column"] = "synthesize"
     model: str | None = None              # depth: transformers model name/folder; thermal: MUNIT .pt or TorchScript
     frames: Literal["one", "all"] = "one"  # one random frame per clip (LanguageBind) or all N frames
+    seed: int = 0                         # frame choice, and the random init of the synthesizer when `model` is null
+
+
+class SynthesisPoolSettings(_Strict):
+    """The one actor pool that runs every synthesized modality: each actor loads all synthesizers once."""
+
     actors: int = Field(default=1, ge=1)
-    batch_size: int = Field(default=8, ge=1)
-    num_cpus: float = Field(default=0.25, gt=0)
+    batch_size: int = Field(default=8, ge=1)   # clips per actor call
+    num_cpus: float = Field(default=0.5, gt=0)
     num_gpus: float = Field(default=0.0, ge=0)
-    seed: int = 0                         # random init of the synthesizer when `model` is null
 
 
 class DecodeSettings(_Strict):
     num_cpus: float = Field(default=0.5, gt=0)
     batch_size: int = Field(default=4, ge=1)
     crop_margin: int = Field(default=0, ge=0)   # frames ship as (size + margin)^2 so training can random-crop
+    threads: int = Field(default=1, ge=0)       # FFmpeg threads per video; 0: one per core (oversubscribes)
 
 
 class DataSettings(_Strict):
@@ -62,6 +68,7 @@ class DataSettings(_Strict):
     audio_source: Literal["auto", "column", "video"] = "auto"
     depth: SynthesisSettings = SynthesisSettings()
     thermal: SynthesisSettings = SynthesisSettings()
+    synthesis: SynthesisPoolSettings = SynthesisPoolSettings()
     decode: DecodeSettings = DecodeSettings()
     object_store_budget_mb: int | None = Field(default=None, gt=0)
 

@@ -1,9 +1,13 @@
-"""Reading manifests (Parquet, JSONL, CSV; local or s3://) into Ray Datasets, with their schema checked."""
+"""Reading manifests (Parquet, JSONL, CSV; local or s3://) on the driver, with their columns and ids checked."""
 
 from __future__ import annotations
 
-import ray.data
-from ray.data import Dataset
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
 
 from raybind import storage
 
@@ -23,8 +27,19 @@ def _format(uri: str) -> str:
     return "parquet_dir"
 
 
-def read_manifest(uri: str) -> Dataset:
-    """A lazy Dataset of manifest rows. Raises ManifestError when the file is missing or unreadable."""
+@dataclass
+class Manifest:
+    """A manifest read once on the driver: rows are metadata (ids, captions, URIs), small next to the media."""
+
+    table: pa.Table
+    media_columns: list[str]   # media columns the manifest has
+
+    @property
+    def rows(self) -> int:
+        return self.table.num_rows
+
+
+def _read_table(uri: str) -> pa.Table:
     fs, path = storage.resolve(uri)
     try:
         found = storage.exists(uri)
@@ -34,31 +49,25 @@ def read_manifest(uri: str) -> Dataset:
         raise ManifestError(f"manifest not found: {storage.redact(uri)}")
     kind = _format(uri)
     try:
-        if kind == "json":
-            ds = ray.data.read_json(path, filesystem=fs)  # newline-delimited JSON
-        elif kind == "csv":
-            ds = ray.data.read_csv(path, filesystem=fs)
-        else:
-            ds = ray.data.read_parquet(path, filesystem=fs)
-        ds.schema()  # fail here, not deep inside training, when the file is not what its name says
-    except Exception as error:  # noqa: BLE001 - any reader failure means an unreadable manifest
+        if kind == "parquet_dir" or kind == "parquet":
+            return pq.read_table(path, filesystem=fs)
+        with fs.open_input_stream(path) as stream:
+            if kind == "json":
+                return pajson.read_json(stream)  # newline-delimited JSON
+            return pacsv.read_csv(stream)
+    except (pa.ArrowException, OSError, ValueError) as error:
         raise ManifestError(f"cannot read manifest {storage.redact(uri)} as {kind}: {error}") from None
-    return ds
 
 
-def check_columns(ds: Dataset, uri: str, needed: list[str]) -> list[str]:
-    """Fail fast when a required column is absent; return the media columns that are present."""
-    names = list(ds.schema().names)
+def load_manifest(uri: str, needed: list[str]) -> Manifest:
+    """Read and check a manifest: fails fast when it is missing, unreadable, lacks a column or repeats an id."""
+    table = _read_table(uri)
+    names = list(table.column_names)
     missing = [c for c in (*REQUIRED_COLUMNS, *needed) if c not in names]
     if missing:
         raise ManifestError(f"manifest {storage.redact(uri)} lacks column(s) {missing}; it has {names}")
-    return [c for c in MEDIA_COLUMNS if c in names]
-
-
-def manifest_stats(ds: Dataset, uri: str) -> int:
-    """Row count; also refuses duplicate ids (quarantine records and resumes are keyed by id)."""
-    ids = ds.select_columns(["id"]).to_pandas()["id"].astype(str)
+    ids = table.column("id").to_pandas().astype(str)
     duplicated = ids[ids.duplicated()]
-    if len(duplicated):
+    if len(duplicated):  # quarantine records and resumes are keyed by id
         raise ManifestError(f"manifest {storage.redact(uri)} has duplicate ids, e.g. {duplicated.iloc[0]!r}")
-    return len(ids)
+    return Manifest(table, [c for c in MEDIA_COLUMNS if c in names])

@@ -1,4 +1,4 @@
-"""The streaming ingest pipeline on Ray Data: manifest -> decode + tokenize -> depth/thermal synthesis.
+"""The streaming ingest pipeline on Ray Data: manifest -> decode + tokenize -> depth + thermal synthesis.
 
 Everything is lazy: nothing runs until a consumer (a training worker's `iter_torch_batches`, or the
 build job's `write_parquet`) pulls, and blocks stream through the stages without materialising the
@@ -11,13 +11,15 @@ import json
 from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
+import pyarrow as pa
 import ray.data
 from ray.data import ActorPoolStrategy, Dataset
 
 from raybind import quarantine, storage
 from raybind.config import RayBindConfig
-from raybind.manifest import ManifestError, check_columns, manifest_stats, read_manifest
-from raybind.stages import FRAMES, DecodeSpec, DepthStage, ThermalStage, decode_batch, drop_internal
+from raybind.manifest import ManifestError, load_manifest
+from raybind.stages import FRAMES, DecodeAndSynthesisStage, DecodeSpec, SynthesisStage, decode_batch
 
 BUILT_MARKER = "dataset.json"
 BUILT_DATA = "data"
@@ -45,7 +47,8 @@ def decode_spec(cfg: RayBindConfig, manifest_uri: str, quarantine_uri: str, medi
     return DecodeSpec(
         modalities=tuple(cfg.data.modalities), manifest_dir=storage.parent(manifest_uri),
         quarantine_uri=quarantine_uri, text=model.text, num_frames=cfg.data.num_frames,
-        frame_size=image_size + cfg.data.decode.crop_margin, audio=audio, audio_source=cfg.data.audio_source,
+        frame_size=image_size + cfg.data.decode.crop_margin, audio=audio, threads=cfg.data.decode.threads,
+        audio_source=cfg.data.audio_source,
         depth_from_column=cfg.data.depth.source == "column", thermal_from_column=cfg.data.thermal.source == "column",
         media_columns=tuple(media_columns), synthesize=_synthesized(cfg))
 
@@ -69,42 +72,62 @@ def is_built_dataset(uri: str) -> bool:
     return storage.exists(storage.join(uri, BUILT_MARKER))
 
 
-def build_stream(cfg: RayBindConfig, source_uri: str, quarantine_uri: str, shuffle: bool = False) -> Stream:
+def manifest_blocks(table: pa.Table, rows_per_block: int, shuffle_seed: int | None) -> Dataset:
+    """Manifest rows as blocks of one decode batch each, so decoding spreads over tasks from the first row.
+
+    Built on the driver (no read or repartition tasks that a full actor pool could starve of CPUs).
+    With a seed the rows are permuted once; the caller randomises the block order anew on every pass.
+    """
+    if shuffle_seed is not None:
+        table = table.take(np.random.default_rng(shuffle_seed).permutation(table.num_rows))
+    blocks = [table.slice(start, rows_per_block) for start in range(0, table.num_rows, rows_per_block)]
+    return ray.data.from_arrow(blocks or [table])
+
+
+def build_stream(cfg: RayBindConfig, source_uri: str, quarantine_uri: str, shuffle: bool = False,
+                 columns: list[str] | None = None) -> Stream:
     """The lazy pipeline over a manifest (or a built dataset folder). Fails fast on unusable input.
 
-    `shuffle` reorders manifest rows (cheap metadata, before any decoding) anew on every pass; a built
-    dataset shuffles its block order instead.
+    `shuffle` permutes the manifest rows (cheap metadata, before any decoding) and visits its blocks in
+    a fresh random order on every pass; a built dataset shuffles its block order. `columns`: only these
+    leave the pipeline (None: all).
     """
+    keep = tuple(columns) if columns is not None else None
     if is_built_dataset(source_uri):
         stream = _built_stream(cfg, source_uri)
+        if keep is not None:
+            stream.dataset = stream.dataset.select_columns(list(keep))
         if shuffle:
             stream.dataset = stream.dataset.randomize_block_order()
         return stream
-    ds = read_manifest(source_uri)
-    media_columns = check_columns(ds, source_uri, _needed_columns(cfg))
+    manifest = load_manifest(source_uri, _needed_columns(cfg))
     if "audio" in cfg.data.modalities and cfg.data.audio_source == "auto" and not (
-            {"audio", "video"} & set(media_columns)):
+            {"audio", "video"} & set(manifest.media_columns)):
         raise ManifestError(f"manifest {storage.redact(source_uri)} has neither an 'audio' nor a 'video' column")
-    rows_in = manifest_stats(ds, source_uri)
+    decode, pool = cfg.data.decode, cfg.data.synthesis
+    ds = manifest_blocks(manifest.table, decode.batch_size, cfg.seed if shuffle else None)
     if shuffle:
-        ds = ds.random_shuffle()
-    decode = cfg.data.decode
-    # A manifest file reads as one block, and a map task takes whole blocks: without this every row would
-    # decode in a single task. Streaming re-blocking into decode-batch-sized blocks spreads rows over tasks.
-    ds = ds.repartition(target_num_rows_per_block=decode.batch_size)
-    spec = decode_spec(cfg, source_uri, quarantine_uri, media_columns)
-    ds = ds.map_batches(partial(decode_batch, spec=spec), batch_size=decode.batch_size, num_cpus=decode.num_cpus,
-                        batch_format="numpy")
+        ds = ds.randomize_block_order()
+    spec = decode_spec(cfg, source_uri, quarantine_uri, manifest.media_columns)
     frames_column = "video" if "video" in cfg.data.modalities else FRAMES
-    for modality, stage in (("depth", DepthStage), ("thermal", ThermalStage)):
-        if modality in spec.synthesize:
-            settings = getattr(cfg.data, modality)
-            ds = ds.map_batches(stage, fn_constructor_args=(settings, frames_column),
-                                compute=ActorPoolStrategy(size=settings.actors), batch_size=settings.batch_size,
-                                num_cpus=settings.num_cpus, num_gpus=settings.num_gpus, batch_format="numpy")
-    if frames_column == FRAMES:
-        ds = ds.map_batches(drop_internal, batch_format="numpy", num_cpus=decode.num_cpus)
-    return Stream(ds, rows_in, quarantine_uri, source_uri)
+    synthesized = {m: getattr(cfg.data, m) for m in spec.synthesize}
+    if synthesized and pool.num_gpus == 0:
+        # CPU synthesis: each actor decodes and synthesizes its batch. Separate CPU decode tasks and CPU
+        # synthesis actors compete for the same cores and the OS splits them evenly, starving synthesis.
+        ds = ds.map_batches(DecodeAndSynthesisStage,
+                            fn_constructor_args=(spec, synthesized, pool, frames_column, keep),
+                            compute=ActorPoolStrategy(size=pool.actors), batch_size=decode.batch_size,
+                            num_cpus=pool.num_cpus, batch_format="numpy")
+    elif synthesized:  # CPU tasks decode, GPU actors synthesize
+        ds = ds.map_batches(partial(decode_batch, spec=spec), batch_size=decode.batch_size,
+                            num_cpus=decode.num_cpus, batch_format="numpy")
+        ds = ds.map_batches(SynthesisStage, fn_constructor_args=(synthesized, pool, frames_column, keep),
+                            compute=ActorPoolStrategy(size=pool.actors), batch_size=pool.batch_size,
+                            num_cpus=pool.num_cpus, num_gpus=pool.num_gpus, batch_format="numpy")
+    else:
+        ds = ds.map_batches(partial(decode_batch, spec=spec, columns=keep), batch_size=decode.batch_size,
+                            num_cpus=decode.num_cpus, batch_format="numpy")
+    return Stream(ds, manifest.rows, quarantine_uri, source_uri)
 
 
 def _built_stream(cfg: RayBindConfig, uri: str) -> Stream:

@@ -1,4 +1,4 @@
-"""The pipeline's per-batch stages: decode + tokenize (CPU tasks), depth and thermal synthesis (actors).
+"""The pipeline's per-batch stages: decode + tokenize (CPU tasks), depth and thermal synthesis (one actor pool).
 
 Each stage takes and returns numpy batches. Rows that fail go to the quarantine with the stage name and
 reason; the batch carries on without them. Frames ship as uint8 and spectrograms/depth as float16:
@@ -21,7 +21,7 @@ from encoders import transforms
 from encoders.config import PreprocessConfig, TextConfig
 from encoders.text import Tokenizer
 from raybind import media, quarantine, storage
-from raybind.config import SynthesisSettings
+from raybind.config import SynthesisPoolSettings, SynthesisSettings
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class DecodeSpec:
     num_frames: int
     frame_size: int
     audio: PreprocessConfig
+    threads: int = 1                      # FFmpeg threads per video (DecodeSettings.threads)
     audio_source: str = "auto"            # auto | column | video
     depth_from_column: bool = False
     thermal_from_column: bool = False
@@ -103,13 +104,21 @@ def _decode_row(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
     out["text"] = text
     if "label" in row:
         out["label"] = "" if _value(row, "label") is None else str(row["label"])
+    audio_column = spec.audio_column() if "audio" in spec.modalities else None
+    wave = None
     if spec.needs_frames:
-        frames = _decode_path(_media_uri(row, "video", spec),
-                              lambda path: media.decode_video(path, spec.num_frames, spec.frame_size))
-        out["video" if "video" in spec.modalities else FRAMES] = frames
-    if "audio" in spec.modalities:
-        wave = _decode_path(_media_uri(row, spec.audio_column(), spec),
-                            lambda path: media.decode_audio(path, spec.audio.sample_rate))
+        with_audio = audio_column == "video"
+
+        def frames_and_audio(path: str):  # one fetch of a remote file serves both
+            frames = media.decode_video(path, spec.num_frames, spec.frame_size, spec.threads)
+            return frames, media.decode_audio(path, spec.audio.sample_rate) if with_audio else None
+
+        out["video" if "video" in spec.modalities else FRAMES], wave = _decode_path(
+            _media_uri(row, "video", spec), frames_and_audio)
+    if audio_column is not None:
+        if wave is None:
+            wave = _decode_path(_media_uri(row, audio_column, spec),
+                                lambda path: media.decode_audio(path, spec.audio.sample_rate))
         out["audio"] = transforms.audio_mel(wave, spec.audio.sample_rate, spec.audio).numpy().astype(np.float16)
     if "image" in spec.modalities:
         uri = _media_uri(row, "image", spec)
@@ -167,7 +176,13 @@ def output_template(spec: DecodeSpec, has_label: bool) -> dict[str, tuple[tuple[
     return template
 
 
-def decode_batch(batch: dict[str, np.ndarray], spec: DecodeSpec) -> dict[str, np.ndarray]:
+def keep_columns(batch: dict[str, np.ndarray], columns: tuple[str, ...] | None) -> dict[str, np.ndarray]:
+    """Only what the consumer reads leaves the last stage (no separate projection task after an actor pool)."""
+    return batch if columns is None else {name: batch[name] for name in columns}
+
+
+def decode_batch(batch: dict[str, np.ndarray], spec: DecodeSpec,
+                 columns: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """Decode every row of a manifest batch; failures go to the quarantine, the rest are tokenized."""
     names = list(batch.keys())
     size = len(batch[names[0]]) if names else 0
@@ -183,7 +198,7 @@ def decode_batch(batch: dict[str, np.ndarray], spec: DecodeSpec) -> dict[str, np
         tokens = _tokenizer(spec.text)([r["text"] for r in rows]).numpy().astype(np.int32)
         for row, ids in zip(rows, tokens):
             row["tokens"] = ids
-    return _stack(rows, output_template(spec, "label" in names))
+    return keep_columns(_stack(rows, output_template(spec, "label" in names)), columns)
 
 
 def frame_choice(row_id: str, num_frames: int, seed: int) -> int:
@@ -192,74 +207,78 @@ def frame_choice(row_id: str, num_frames: int, seed: int) -> int:
     return int.from_bytes(digest[:4], "little") % num_frames
 
 
-class _SynthesisStage:
-    """Base for actor-pool stages: the model loads once per actor, then runs batches of frames."""
+def load_synthesizer(modality: str, settings: SynthesisSettings, device: str):
+    """The depth or thermal synthesizer `settings` names, or a tiny random one (with a warning) when none is."""
+    from encoders.synthesis import DepthSynthesizer, ThermalSynthesizer, random_depth_model, random_thermal_generator
 
-    output: str = ""
+    if modality == "depth":
+        if settings.model:
+            return DepthSynthesizer(settings.model, device=device)
+        log.warning("depth synthesis: no model configured, using a randomly initialised tiny GLPN (not metric depth)")
+        return DepthSynthesizer.from_model(*random_depth_model(settings.seed), device=device)
+    if settings.model:
+        with storage.local_path(settings.model) as path:
+            return ThermalSynthesizer.load(path, device=device)
+    log.warning("thermal synthesis: no model configured, using a randomly initialised tiny MUNIT generator")
+    return ThermalSynthesizer.from_munit(*random_thermal_generator(settings.seed), device=device)
 
-    def __init__(self, settings: SynthesisSettings, frames_column: str) -> None:
-        self.settings = settings
-        self.frames_column = frames_column
-        use_cuda = settings.num_gpus > 0 and torch.cuda.is_available()
-        self.device = "cuda" if use_cuda else "cpu"
-        torch.set_num_threads(max(1, int(settings.num_cpus)))
-        self.synthesizer = self.load()
 
-    def load(self):
-        raise NotImplementedError
+# What each synthesized modality ships through the object store.
+_SHIPPED_DTYPE = {"depth": np.float16, "thermal": np.uint8}
 
-    def convert(self, produced: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+
+def synthesize(synthesizer, settings: SynthesisSettings, frames: np.ndarray, ids: np.ndarray,
+               modality: str) -> np.ndarray:
+    """[B, N, S, S, 3] uint8 -> [B, 1 or N, ...]: one reproducible random frame per clip, or all N."""
+    clips, count = frames.shape[:2]
+    if settings.frames == "one":
+        picks = [frame_choice(str(i), count, settings.seed) for i in ids]
+        chosen = frames[np.arange(clips), picks][:, None]  # [B, 1, S, S, 3]
+    else:
+        chosen = frames
+    flat = chosen.reshape(-1, *chosen.shape[2:])
+    if len(flat):
+        produced = synthesizer(flat)
+    else:  # an all-quarantined batch: keep the column and its per-row shape
+        side = chosen.shape[2]
+        produced = np.zeros((0, side, side) if modality == "depth" else (0, side, side, 3))
+    produced = produced.astype(_SHIPPED_DTYPE[modality])
+    return produced.reshape(clips, chosen.shape[1], *produced.shape[1:])
+
+
+def synthesize_batch(batch: dict[str, np.ndarray], synthesizers: dict, settings: dict[str, SynthesisSettings],
+                     frames_column: str, columns: tuple[str, ...] | None) -> dict[str, np.ndarray]:
+    for modality, synthesizer in synthesizers.items():
+        batch[modality] = synthesize(synthesizer, settings[modality], batch[frames_column], batch["id"], modality)
+    batch.pop(FRAMES, None)  # decoded only to synthesize from: not shipped on
+    return keep_columns(batch, columns)
+
+
+class SynthesisStage:
+    """Actor-pool stage: every synthesizer (depth, thermal) loads once per actor, then runs batches of frames.
+
+    One pool for all synthesized modalities: one process start-up, one hand-off of the frames and, on a
+    GPU, one CUDA context per actor, instead of one of each per modality.
+    """
+
+    def __init__(self, modalities: dict[str, SynthesisSettings], pool: SynthesisPoolSettings,
+                 frames_column: str, columns: tuple[str, ...] | None = None) -> None:
+        self.modalities, self.frames_column, self.columns = modalities, frames_column, columns
+        device = "cuda" if pool.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+        torch.set_num_threads(max(1, int(pool.num_cpus)))
+        self.synthesizers = {m: load_synthesizer(m, settings, device) for m, settings in modalities.items()}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        frames = batch[self.frames_column]                    # [B, N, S, S, 3]
-        clips, count = frames.shape[:2]
-        if self.settings.frames == "one":
-            picks = [frame_choice(str(i), count, self.settings.seed) for i in batch["id"]]
-            chosen = frames[np.arange(clips), picks][:, None]  # [B, 1, S, S, 3]
-        else:
-            chosen = frames
-        flat = chosen.reshape(-1, *chosen.shape[2:])
-        if len(flat):
-            produced = self.convert(self.synthesizer(flat))
-        else:
-            produced = self.convert(np.zeros((0, *chosen.shape[2:4]), np.float32) if self.output == "depth"
-                                    else np.zeros((0, *chosen.shape[2:]), np.uint8))
-        batch[self.output] = produced.reshape(clips, chosen.shape[1], *produced.shape[1:])
-        return batch
+        return synthesize_batch(batch, self.synthesizers, self.modalities, self.frames_column, self.columns)
 
 
-class DepthStage(_SynthesisStage):
-    output = "depth"
+class DecodeAndSynthesisStage(SynthesisStage):
+    """CPU synthesis: one actor decodes, tokenizes and synthesizes its batch (no hand-off between processes)."""
 
-    def load(self):
-        from encoders.synthesis import DepthSynthesizer, random_depth_model
+    def __init__(self, spec: DecodeSpec, modalities: dict[str, SynthesisSettings], pool: SynthesisPoolSettings,
+                 frames_column: str, columns: tuple[str, ...] | None = None) -> None:
+        super().__init__(modalities, pool, frames_column, columns)
+        self.spec = spec
 
-        if self.settings.model:
-            return DepthSynthesizer(self.settings.model, device=self.device)
-        log.warning("depth synthesis: no model configured, using a randomly initialised tiny GLPN (not metric depth)")
-        return DepthSynthesizer.from_model(*random_depth_model(self.settings.seed), device=self.device)
-
-    def convert(self, produced: np.ndarray) -> np.ndarray:
-        return produced.astype(np.float16)
-
-
-class ThermalStage(_SynthesisStage):
-    output = "thermal"
-
-    def load(self):
-        from encoders.synthesis import ThermalSynthesizer, random_thermal_generator
-
-        if self.settings.model:
-            with storage.local_path(self.settings.model) as path:
-                return ThermalSynthesizer.load(path, device=self.device)
-        log.warning("thermal synthesis: no model configured, using a randomly initialised tiny MUNIT generator")
-        return ThermalSynthesizer.from_munit(*random_thermal_generator(self.settings.seed), device=self.device)
-
-    def convert(self, produced: np.ndarray) -> np.ndarray:
-        return produced.astype(np.uint8)
-
-
-def drop_internal(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    batch.pop(FRAMES, None)
-    return batch
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return super().__call__(decode_batch(batch, self.spec))

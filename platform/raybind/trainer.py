@@ -85,9 +85,9 @@ def build_trainer(cfg: RayBindConfig, train: Dataset, val: Dataset | None,
     resources = {"CPU": cfg.train.cpus_per_worker}
     if cfg.train.use_gpu:
         resources["GPU"] = 1
-    datasets = {"train": train.select_columns(_columns(cfg))}
+    datasets = {"train": train}
     if val is not None:
-        datasets["val"] = val.select_columns(_columns(cfg))
+        datasets["val"] = val
     return TorchTrainer(
         train_loop_per_worker, train_loop_config={"cfg": cfg.model_dump(mode="json")},
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
@@ -144,8 +144,11 @@ def pretrain(cfg: RayBindConfig, callbacks: Sequence[UserCallback] = ()) -> dict
     check_storage(run_uri)
     ensure_demo_data(cfg)
     init_ray(cfg)
-    train = build_stream(cfg, cfg.data.train, storage.join(run_uri, "quarantine", "train"), shuffle=True)
-    val = build_stream(cfg, cfg.data.val, storage.join(run_uri, "quarantine", "val")) if cfg.data.val else None
+    columns = _columns(cfg)
+    train = build_stream(cfg, cfg.data.train, storage.join(run_uri, "quarantine", "train"), shuffle=True,
+                         columns=columns)
+    val = build_stream(cfg, cfg.data.val, storage.join(run_uri, "quarantine", "val"),
+                       columns=columns) if cfg.data.val else None
     result = build_trainer(cfg, train.dataset, val.dataset if val else None, callbacks).fit()
     metrics = dict(result.metrics or {})
     bad = {"train": _quarantined(train), "val": _quarantined(val) if val is not None else []}

@@ -14,11 +14,12 @@ from raybind.media_encode import write_audio, write_video
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One local Ray for the whole session (4 logical CPUs so actors and tasks never starve each other)."""
+    """One local Ray for the whole session: 4 logical CPUs, and one declared GPU so the GPU synthesis
+    pool's placement is exercised (without CUDA its actors run on the CPU)."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
+        ray.init(num_cpus=4, num_gpus=1, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
                  runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
     from ray.data import DataContext
 

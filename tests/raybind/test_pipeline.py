@@ -89,6 +89,51 @@ def test_output_columns_shapes_and_dtypes(ray_cluster, media, tmp_path):
     assert {r["label"] for r in out} == {"x"}
 
 
+def _operators(stream) -> str:
+    return str(stream.dataset)  # the repr lists the logical operators
+
+
+def test_gpu_synthesis_pool_gives_the_same_rows_as_cpu_actors_that_also_decode(ray_cluster, media, tmp_path):
+    """CPU synthesis actors decode their own batches; GPU synthesis gets its own actor pool after CPU
+    decode tasks (the session cluster declares one GPU; without CUDA the actor falls back to the CPU)."""
+    rows = [{"id": f"c{i}", "text": f"clip {i}", "video": media.video(f"c{i}.mp4").name} for i in range(5)]
+    manifest = media.manifest("m.jsonl", rows)
+    columns = ["id", "video", "depth", "thermal", "tokens"]
+    cpu = build_stream(_config(("video", "depth", "thermal")), str(manifest), str(tmp_path / "q1"), columns=columns)
+    gpu = build_stream(_config(("video", "depth", "thermal"), synthesis={"num_gpus": 0.5, "num_cpus": 1.0}),
+                       str(manifest), str(tmp_path / "q2"), columns=columns)
+    assert "DecodeAndSynthesisStage" in _operators(cpu) and "decode_batch" not in _operators(cpu)
+    assert "decode_batch" in _operators(gpu) and "SynthesisStage" in _operators(gpu)
+    by_id = [{r["id"]: r for r in _consume(s)} for s in (cpu, gpu)]
+    assert sorted(by_id[0]) == sorted(by_id[1]) == [f"c{i}" for i in range(5)]
+    for row_id, row in by_id[0].items():
+        assert set(row) == set(by_id[1][row_id]) == set(columns)
+        for column in ("video", "depth", "thermal", "tokens"):
+            np.testing.assert_array_equal(row[column], by_id[1][row_id][column])
+
+
+def test_actor_pool_holding_every_cpu_still_streams(ray_cluster, media, tmp_path):
+    """CPU synthesis actors that take all 4 CPUs of the cluster: no read, shuffle or projection task is
+    left waiting for a CPU, so shuffled batches with only the consumer's columns still come out."""
+    rows = [{"id": f"c{i}", "text": "t", "video": media.video(f"c{i}.mp4").name} for i in range(6)]
+    manifest = media.manifest("m.jsonl", rows)
+    cfg = _config(("video", "depth"), synthesis={"actors": 2, "num_cpus": 2.0})
+    stream = build_stream(cfg, str(manifest), str(tmp_path / "q"), shuffle=True, columns=["depth", "tokens"])
+    batches = list(stream.dataset.iter_batches(batch_size=2, batch_format="numpy"))
+    assert all(set(b) == {"depth", "tokens"} for b in batches)
+    assert sum(len(b["tokens"]) for b in batches) == 6
+
+
+def test_shuffle_reorders_rows_on_every_pass(ray_cluster, media, tmp_path):
+    clip = media.video("c.mp4").name
+    manifest = media.manifest("m.jsonl", [{"id": f"r{i:02d}", "text": "t", "video": clip} for i in range(24)])
+    stream = build_stream(_config(("video",), decode={"batch_size": 2}), str(manifest), str(tmp_path / "q"),
+                          shuffle=True, columns=["id"])
+    passes = [[str(i) for b in stream.dataset.iter_batches(batch_format="numpy") for i in b["id"]] for _ in range(3)]
+    assert all(sorted(p) == [f"r{i:02d}" for i in range(24)] for p in passes)  # every row, once per pass
+    assert passes[0] != sorted(passes[0]) and len({tuple(p) for p in passes}) == 3
+
+
 def test_synthesis_of_all_frames_and_without_training_video(ray_cluster, media, tmp_path):
     rows = [{"id": f"c{i}", "text": "t", "video": media.video(f"c{i}.mp4").name} for i in range(2)]
     manifest = media.manifest("m.jsonl", rows)

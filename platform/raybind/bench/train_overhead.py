@@ -55,9 +55,8 @@ def train_overhead_suite(workdir: Path, steps: int, batch: int) -> dict:
     manifest = write_manifest(workdir / "overhead.jsonl", clips, steps * batch)
     cfg = _config(manifest, workdir / "runs", steps, batch)
     summary = pretrain(cfg)
-    stream = build_stream(cfg, str(manifest), str(workdir / "q-overhead"))
-    batches = [{k: v for k, v in b.items()} for b in stream.dataset.select_columns(["video", "tokens"])
-               .iter_torch_batches(batch_size=batch, drop_last=True)]
+    stream = build_stream(cfg, str(manifest), str(workdir / "q-overhead"), columns=["video", "tokens"])
+    batches = [dict(b) for b in stream.dataset.iter_torch_batches(batch_size=batch, drop_last=True)]
     plain = _plain_loop(cfg, batches)
     ray_rate = float(summary["samples_per_s"])
     return {"steps": steps, "batch": batch, "ray_train_samples_per_s": round(ray_rate, 2),
