@@ -248,6 +248,7 @@ def synthesize(synthesizer, settings: SynthesisSettings, frames: np.ndarray, ids
 
 def synthesize_batch(batch: dict[str, np.ndarray], synthesizers: dict, settings: dict[str, SynthesisSettings],
                      frames_column: str, columns: tuple[str, ...] | None) -> dict[str, np.ndarray]:
+    """Add every synthesized modality to a decoded batch, then keep only what is shipped on."""
     for modality, synthesizer in synthesizers.items():
         batch[modality] = synthesize(synthesizer, settings[modality], batch[frames_column], batch["id"], modality)
     batch.pop(FRAMES, None)  # decoded only to synthesize from: not shipped on
