@@ -53,11 +53,20 @@ def fit_square(frame_bgr: np.ndarray, size: int) -> np.ndarray:
     return cv2.cvtColor(square_crop(frame_bgr, size), cv2.COLOR_BGR2RGB)
 
 
+def time_uniform_indices(times: np.ndarray, count: int) -> np.ndarray:
+    """`count` frame indices whose timestamps are nearest to times spread uniformly over the clip."""
+    wanted = np.linspace(times[0], times[-1], count)
+    right = np.clip(np.searchsorted(times, wanted), 1, len(times) - 1)
+    left = right - 1
+    return np.where(wanted - times[left] <= times[right] - wanted, left, right).astype(np.int64)
+
+
 @dataclass
 class _Pass:
     frames: dict[int, np.ndarray]
     decodable: int        # frames grabbed before the stream ended (== index reached)
     ended_early: bool
+    times_ms: list[float]  # presentation time of every frame grabbed
 
 
 def open_video(path: str, threads: int = 0) -> cv2.VideoCapture:
@@ -78,25 +87,38 @@ def _read_pass(cap: cv2.VideoCapture, targets: np.ndarray, size: int) -> _Pass:
     wanted = set(int(i) for i in targets)
     last = int(targets.max())
     frames: dict[int, np.ndarray] = {}
+    times: list[float] = []
     index = 0
     while index <= last:
         if not cap.grab():
-            return _Pass(frames, index, True)
+            return _Pass(frames, index, True, times)
+        times.append(cap.get(cv2.CAP_PROP_POS_MSEC))
         if index in wanted:
             ok, frame = cap.retrieve()
             if not ok or frame is None:
-                return _Pass(frames, index, True)
+                return _Pass(frames, index, True, times)
             frames[index] = fit_square(frame, size)
         index += 1
-    return _Pass(frames, index, False)
+    return _Pass(frames, index, False, times)
+
+
+def _variable_rate_targets(result: _Pass, targets: np.ndarray) -> np.ndarray | None:
+    """Time-uniform targets when the clip's frame rate varies enough that index-uniform ones are off by
+    more than a frame (a burst of frames would otherwise get most of the samples); else None."""
+    times = np.asarray(result.times_ms, np.float64)
+    if len(times) < 2 or len(times) != int(targets.max()) + 1 or not np.all(np.diff(times) > 0):
+        return None  # no usable timestamps (some containers have none): keep index-uniform sampling
+    by_time = time_uniform_indices(times, len(targets))
+    return by_time if np.abs(by_time - targets).max() > 1 else None
 
 
 def decode_video(path: str, num_frames: int, size: int, threads: int = 0) -> np.ndarray:
     """uint8 RGB [num_frames, size, size, 3] sampled uniformly over the whole clip.
 
     Handles rotated/portrait video (OpenCV applies the rotation tag; the square crop is centred), a
-    frame count the container gets wrong (a second pass over the true count), and clips shorter than
-    `num_frames` (frames repeat). The container is opened once in the common case.
+    frame count the container gets wrong (a second pass over the true count), variable frame rate
+    (frames uniform in time, not in index: a second pass only when the two differ by over a frame), and
+    clips shorter than `num_frames` (frames repeat). One pass over the file in the common case.
     """
     cap = open_video(path, threads)
     try:
@@ -128,6 +150,17 @@ def decode_video(path: str, num_frames: int, size: int, threads: int = 0) -> np.
             cap.release()
         if result.ended_early:
             raise MediaError(f"video stream is unstable: decoding stopped at frame {result.decodable} of {actual}")
+    else:
+        by_time = _variable_rate_targets(result, targets)
+        if by_time is not None:  # variable frame rate: read again for frames spread uniformly in time
+            targets = by_time
+            cap = open_video(path, threads)
+            try:
+                result = _read_pass(cap, targets, size)
+            finally:
+                cap.release()
+            if result.ended_early:
+                raise MediaError(f"video stream is unstable: decoding stopped at frame {result.decodable}")
     return np.stack([result.frames[int(i)] for i in targets])
 
 

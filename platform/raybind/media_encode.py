@@ -15,6 +15,7 @@ import numpy as np
 VIDEO_CODECS = {".mp4": "libx264", ".avi": "mpeg4", ".mkv": "libx264", ".mov": "libx264"}
 AUDIO_CODECS = {".wav": "pcm_s16le", ".flac": "flac", ".ogg": "libopus", ".mp3": "libmp3lame", ".m4a": "aac"}
 _CONTAINER_AUDIO = {".mp4": "aac", ".avi": "mp3", ".mkv": "aac", ".mov": "aac"}
+_MILLISECOND = Fraction(1, 1000)
 
 
 def _encode_audio(container, stream, wave: np.ndarray, rate: int) -> None:
@@ -32,10 +33,13 @@ def _encode_audio(container, stream, wave: np.ndarray, rate: int) -> None:
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarray | None = None,
-                sample_rate: int = 16_000, rotate: int = 0, gop: int | None = None) -> Path:
+                sample_rate: int = 16_000, rotate: int = 0, gop: int | None = None,
+                frame_times: list[float] | None = None) -> Path:
     """Encode uint8 RGB frames [T, H, W, 3] (H, W even) and an optional mono waveform into one file.
 
     `rotate` (90, 180, 270; mp4/mov only) tags the track to be shown rotated clockwise, as phones do.
+    `frame_times` (seconds, increasing, one per frame) makes a variable-frame-rate clip; `fps` then
+    only names the nominal rate.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -44,20 +48,27 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndar
     if rotate and (suffix not in (".mp4", ".mov") or rotate % 360 not in (90, 180, 270)):
         raise ValueError(f"rotate={rotate} needs an mp4/mov file and one of 90, 180, 270")
     frames = np.asarray(frames, np.uint8)
+    if frame_times is not None and (len(frame_times) != len(frames) or np.any(np.diff(frame_times) <= 0)):
+        raise ValueError("frame_times needs one strictly increasing time per frame")
     with av.open(str(path), "w") as container:
         vstream = container.add_stream(VIDEO_CODECS[suffix], rate=Fraction(fps).limit_denominator(1000))
         vstream.width, vstream.height = frames.shape[2], frames.shape[1]
         vstream.pix_fmt = "yuv420p"
         if gop:
             vstream.codec_context.gop_size = gop
+        if frame_times is not None:
+            vstream.time_base = vstream.codec_context.time_base = _MILLISECOND
         if suffix != ".avi":
             vstream.codec_context.options = {"preset": "veryfast"}
         astream = None
         if audio is not None:
             astream = container.add_stream(_CONTAINER_AUDIO[suffix], rate=sample_rate)
             astream.layout = "mono"
-        for image in frames:
-            for packet in vstream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            if frame_times is not None:
+                frame.pts, frame.time_base = round(frame_times[i] * 1000), _MILLISECOND
+            for packet in vstream.encode(frame):
                 container.mux(packet)
         for packet in vstream.encode(None):
             container.mux(packet)

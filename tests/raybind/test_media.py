@@ -41,6 +41,18 @@ def test_rotated_video_is_decoded_as_displayed(tmp_path, rotate):
     assert blue[2] > 200 and blue[0] < 50, (rotate, blue)
 
 
+def test_variable_frame_rate_is_sampled_uniformly_in_time(tmp_path):
+    """15 frames in the first half second, then one a second: index-uniform sampling would take three
+    of five samples from the burst (frames 0, 5, 10, 14, 19); uniform in time it takes one."""
+    times = [i / 30 for i in range(15)] + [0.5 + i for i in range(5)]
+    frames = np.stack([np.full((48, 64, 3), i * 12, np.uint8) for i in range(20)])  # brightness = 12 x index
+    path = write_video(tmp_path / "vfr.mp4", frames, fps=30, frame_times=times)
+    out = decode_video(str(path), 5, 32)
+    assert [int(round(f.mean() / 12)) for f in out] == [0, 16, 17, 18, 19]
+    constant = write_video(tmp_path / "cfr.mp4", frames, fps=30)
+    assert [int(round(f.mean() / 12)) for f in decode_video(str(constant), 5, 32)] == sample_indices(20, 5).tolist()
+
+
 def test_rotation_needs_an_mp4_and_a_right_angle(tmp_path):
     frames = np.zeros((2, 16, 16, 3), np.uint8)
     with pytest.raises(ValueError, match="rotate=45"):
