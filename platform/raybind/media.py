@@ -143,25 +143,26 @@ def decode_video(path: str, num_frames: int, size: int, threads: int = 0) -> np.
         if reported > 0 and actual < MIN_DECODABLE_FRACTION * reported:
             raise MediaError(f"truncated video: container reports {reported} frames, only {actual} decodable")
         targets = sample_indices(actual, num_frames)
-        cap = open_video(path, threads)
-        try:
-            result = _read_pass(cap, targets, size)
-        finally:
-            cap.release()
-        if result.ended_early:
-            raise MediaError(f"video stream is unstable: decoding stopped at frame {result.decodable} of {actual}")
+        result = _read_again(path, threads, targets, size)
     else:
         by_time = _variable_rate_targets(result, targets)
         if by_time is not None:  # variable frame rate: read again for frames spread uniformly in time
             targets = by_time
-            cap = open_video(path, threads)
-            try:
-                result = _read_pass(cap, targets, size)
-            finally:
-                cap.release()
-            if result.ended_early:
-                raise MediaError(f"video stream is unstable: decoding stopped at frame {result.decodable}")
+            result = _read_again(path, threads, targets, size)
     return np.stack([result.frames[int(i)] for i in targets])
+
+
+def _read_again(path: str, threads: int, targets: np.ndarray, size: int) -> _Pass:
+    """A second pass for corrected targets; a stream that now ends early again cannot be trusted."""
+    cap = open_video(path, threads)
+    try:
+        result = _read_pass(cap, targets, size)
+    finally:
+        cap.release()
+    if result.ended_early:
+        raise MediaError(f"video stream is unstable: decoding stopped at frame {result.decodable} "
+                         f"of {int(targets.max()) + 1}")
+    return result
 
 
 def decode_audio(source: str | bytes, sample_rate: int) -> np.ndarray:
