@@ -47,7 +47,7 @@ class SynthesisPoolSettings(_Strict):
     """The one actor pool that runs every synthesized modality: each actor loads all synthesizers once."""
 
     actors: int = Field(default=1, ge=1)
-    batch_size: int = Field(default=8, ge=1)   # clips per actor call
+    batch_size: int = Field(default=8, ge=1)   # clips per call of a GPU actor (CPU actors take decode.batch_size)
     num_cpus: float = Field(default=0.5, gt=0)
     num_gpus: float = Field(default=0.0, ge=0)
 

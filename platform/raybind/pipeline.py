@@ -72,14 +72,22 @@ def is_built_dataset(uri: str) -> bool:
     return storage.exists(storage.join(uri, BUILT_MARKER))
 
 
-def manifest_blocks(table: pa.Table, rows_per_block: int, shuffle_seed: int | None) -> Dataset:
-    """Manifest rows as blocks of one decode batch each, so decoding spreads over tasks from the first row.
+# Enough blocks to spread decoding over any cluster, few enough that a 10M-row manifest stays cheap to
+# schedule (each block is one object and at least one task).
+MAX_MANIFEST_BLOCKS = 4096
+
+
+def manifest_blocks(table: pa.Table, batch_rows: int, shuffle_seed: int | None) -> Dataset:
+    """Manifest rows as blocks of whole decode batches (one batch each for small manifests), so decoding
+    spreads over tasks from the first row.
 
     Built on the driver (no read or repartition tasks that a full actor pool could starve of CPUs).
     With a seed the rows are permuted once; the caller randomises the block order anew on every pass.
     """
     if shuffle_seed is not None:
         table = table.take(np.random.default_rng(shuffle_seed).permutation(table.num_rows))
+    batches_per_block = max(1, -(-table.num_rows // (batch_rows * MAX_MANIFEST_BLOCKS)))
+    rows_per_block = batches_per_block * batch_rows
     blocks = [table.slice(start, rows_per_block) for start in range(0, table.num_rows, rows_per_block)]
     return ray.data.from_arrow(blocks or [table])
 

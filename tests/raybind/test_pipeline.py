@@ -124,6 +124,18 @@ def test_actor_pool_holding_every_cpu_still_streams(ray_cluster, media, tmp_path
     assert sum(len(b["tokens"]) for b in batches) == 6
 
 
+def test_manifest_blocks_are_whole_decode_batches_and_capped_in_number(ray_cluster, monkeypatch):
+    from raybind import pipeline
+
+    table = pa.table({"id": [str(i) for i in range(100)]})
+    small = pipeline.manifest_blocks(table.slice(0, 20), 8, None)
+    assert small.num_blocks() == 3  # one decode batch per block: 8 + 8 + 4
+    monkeypatch.setattr(pipeline, "MAX_MANIFEST_BLOCKS", 4)
+    large = pipeline.manifest_blocks(table, 8, shuffle_seed=0)
+    assert large.num_blocks() == 4  # 4 decode batches (32 rows) per block
+    assert sorted(large.to_pandas()["id"].astype(int)) == list(range(100))
+
+
 def test_shuffle_reorders_rows_on_every_pass(ray_cluster, media, tmp_path):
     clip = media.video("c.mp4").name
     manifest = media.manifest("m.jsonl", [{"id": f"r{i:02d}", "text": "t", "video": clip} for i in range(24)])
