@@ -1,4 +1,7 @@
-"""The pipeline's per-batch stages: decode + tokenize (CPU tasks), depth and thermal synthesis (one actor pool).
+"""The pipeline's per-batch stages: decode + tokenize, and depth + thermal synthesis in one actor pool.
+
+Decoding runs as CPU tasks feeding GPU synthesis actors, or inside the synthesis actors when synthesis
+runs on the CPU (so the two never compete for the same cores).
 
 Each stage takes and returns numpy batches. Rows that fail go to the quarantine with the stage name and
 reason; the batch carries on without them. Frames ship as uint8 and spectrograms/depth as float16:
