@@ -4,6 +4,7 @@ peak memory of a streaming run at N and 10N rows."""
 from __future__ import annotations
 
 import gc
+import json
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,8 @@ import torch
 from raybind import media
 from raybind.bench.clips import make_clips, write_manifest
 from raybind.config import RayBindConfig, validate
-from raybind.pipeline import build_stream
+from raybind.pipeline import build_stream, decode_spec
+from raybind.stages import decode_batch, load_synthesizer, synthesize_batch
 
 RESOLUTIONS = {"360p": (640, 360), "720p": (1280, 720)}
 
@@ -45,9 +47,16 @@ def _timed(batches) -> dict:
             "startup_s": round(first_at or 0.0, 2), "steady_clips_per_s": round(steady, 3)}
 
 
+# What a training worker reads from every row.
+SHIPPED_COLUMNS = ("video", "audio", "depth", "thermal", "tokens")
+
+
+def _manifest_rows(cfg: RayBindConfig) -> list[dict]:
+    return [json.loads(line) for line in Path(cfg.data.train).read_text().splitlines()]
+
+
 def _ray_batches(cfg: RayBindConfig, quarantine_dir: Path, batch_size: int):
-    stream = build_stream(cfg, cfg.data.train, str(quarantine_dir),
-                          columns=["video", "audio", "depth", "thermal", "tokens"])
+    stream = build_stream(cfg, cfg.data.train, str(quarantine_dir), columns=list(SHIPPED_COLUMNS))
     yield from stream.dataset.iter_torch_batches(batch_size=batch_size)
 
 
@@ -57,59 +66,38 @@ def run_ray(cfg: RayBindConfig, quarantine_dir: Path, batch_size: int = 8) -> di
 
 
 class _SameWorkDataset(torch.utils.data.Dataset):
-    """What LanguageBind's loaders do per sample, with the same transforms as the pipeline's stages."""
+    """What LanguageBind's loaders do, one sample at a time, through the pipeline's own per-row code
+    (decode, mel, tokenize, then depth and thermal synthesis), so both loaders do exactly the same work."""
 
-    def __init__(self, cfg: RayBindConfig) -> None:
-        import json
-
-        self.rows = [json.loads(line) for line in Path(cfg.data.train).read_text().splitlines()]
-        self.cfg = cfg
-        self._models = None
+    def __init__(self, cfg: RayBindConfig, quarantine_dir: Path) -> None:
+        self.rows = _manifest_rows(cfg)
+        self.spec = decode_spec(cfg, cfg.data.train, str(quarantine_dir), ["video"])
+        self.synthesized = {m: getattr(cfg.data, m) for m in self.spec.synthesize}
+        self._synthesizers = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _load(self):
-        from raybind.stages import _tokenizer, load_synthesizer  # the pipeline's own synthesizers
-
-        torch.set_num_threads(1)  # as the pipeline's one-CPU actors
-        synthesizers = {m: load_synthesizer(m, getattr(self.cfg.data, m), "cpu") for m in ("depth", "thermal")}
-        model = self.cfg.model_config_for_encoders()
-        return synthesizers, _tokenizer(model.text), model
-
     def __getitem__(self, index: int) -> dict:
-        from encoders import transforms
-        from raybind.stages import synthesize
-
-        if self._models is None:
-            self._models = self._load()
-        synthesizers, tokenizer, model = self._models
-        row = self.rows[index]
-        audio_cfg = model.tower("audio").preprocess
-        size = model.tower("video").preprocess.image_size
-        frames = media.decode_video(row["video"], self.cfg.data.num_frames, size, self.cfg.data.decode.threads)
-        wave = media.decode_audio(row["video"], audio_cfg.sample_rate)
-        mel = transforms.audio_mel(wave, audio_cfg.sample_rate, audio_cfg).half()
-        ids = np.array([row["id"]], dtype=object)
-        synthesized = {m: synthesize(synthesizers[m], getattr(self.cfg.data, m), frames[None], ids, m)[0]
-                       for m in ("depth", "thermal")}
-        return {"video": torch.from_numpy(frames), "audio": mel,
-                **{m: torch.from_numpy(value) for m, value in synthesized.items()},
-                "tokens": tokenizer([row["text"]])[0].int()}
+        if self._synthesizers is None:  # once per worker process, as once per pipeline actor
+            torch.set_num_threads(1)  # as the pipeline's one-CPU actors
+            self._synthesizers = {m: load_synthesizer(m, s, "cpu") for m, s in self.synthesized.items()}
+        row = {name: np.array([value], dtype=object) for name, value in self.rows[index].items()}
+        out = synthesize_batch(decode_batch(row, self.spec), self._synthesizers, self.synthesized, "video",
+                               SHIPPED_COLUMNS)
+        return {name: torch.from_numpy(value[0]) for name, value in out.items()}
 
 
-def run_dataloader(cfg: RayBindConfig, workers: int, batch_size: int = 8) -> dict:
+def run_dataloader(cfg: RayBindConfig, workers: int, quarantine_dir: Path, batch_size: int = 8) -> dict:
     gc.collect()
-    loader = torch.utils.data.DataLoader(_SameWorkDataset(cfg), batch_size=batch_size, num_workers=workers,
-                                         persistent_workers=False)
+    loader = torch.utils.data.DataLoader(_SameWorkDataset(cfg, quarantine_dir), batch_size=batch_size,
+                                         num_workers=workers, persistent_workers=False)
     return _timed(iter(loader))
 
 
 def run_decode_bound(cfg: RayBindConfig) -> dict:
     """Sequential OpenCV decoding of the same frames, nothing else: the floor any loader pays."""
-    import json
-
-    rows = [json.loads(line) for line in Path(cfg.data.train).read_text().splitlines()]
+    rows = _manifest_rows(cfg)
     size = cfg.model_config_for_encoders().tower("video").preprocess.image_size
     start = time.perf_counter()
     for row in rows:
@@ -124,7 +112,7 @@ def ingest_suite(workdir: Path, workers: int, per_resolution: int, seconds: floa
     cfg = ingest_config(manifest, workers)
     # The DataLoader forks this process: it goes first, while no Ray dataset objects exist here whose
     # finalisers a forked child could run (they deadlock outside the process that owns them).
-    loader = run_dataloader(cfg, workers)
+    loader = run_dataloader(cfg, workers, workdir / "q-dataloader")
     bound = run_decode_bound(cfg)
     ray_result = run_ray(cfg, workdir / "q-ingest")
     steady_bound = bound["clips_per_s"]  # no start-up to speak of: one process, files already cached
