@@ -104,9 +104,12 @@ def _read_pass(cap: cv2.VideoCapture, targets: np.ndarray, size: int) -> _Pass:
 
 def _variable_rate_targets(result: _Pass, targets: np.ndarray) -> np.ndarray | None:
     """Time-uniform targets when the clip's frame rate varies enough that index-uniform ones are off by
-    more than a frame (a burst of frames would otherwise get most of the samples); else None."""
+    more than a frame (a burst of frames would otherwise get most of the samples); else None.
+
+    `result` is a complete pass, so it holds the time of every frame up to the last target.
+    """
     times = np.asarray(result.times_ms, np.float64)
-    if len(times) < 2 or len(times) != int(targets.max()) + 1 or not np.all(np.diff(times) > 0):
+    if len(times) < 2 or not np.all(np.diff(times) > 0):
         return None  # no usable timestamps (some containers have none): keep index-uniform sampling
     by_time = time_uniform_indices(times, len(targets))
     return by_time if np.abs(by_time - targets).max() > 1 else None
