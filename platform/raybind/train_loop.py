@@ -135,10 +135,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     break
             used.add(modality)
             loss = train_step(model, wrapped[modality], modality, batch, text_cache, micro, accum, autocast)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            model.tower(modality).clamp_logit_scale()
+            apply_update(model, modality, optimizer, scheduler)
             step += 1
             meter.loss[modality].append(loss)
             meter.samples += micro * accum
@@ -173,6 +170,14 @@ def _report(cfg: RayBindConfig, rank: int, world: int, step: int, progress: dict
         _report_with_checkpoint(rank, metrics, model, optimizer, scheduler, progress)
     else:
         ray.train.report(metrics)
+
+
+def apply_update(model: BindModel, modality: str, optimizer: torch.optim.Optimizer, scheduler) -> None:
+    """After a step's gradients: optimizer and schedule step, clear gradients, clamp the tower's temperature."""
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    model.tower(modality).clamp_logit_scale()
 
 
 def train_step(model: BindModel, tower, modality: str, batch: dict[str, torch.Tensor],

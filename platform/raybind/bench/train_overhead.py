@@ -14,7 +14,7 @@ from raybind.bench.clips import write_manifest
 from raybind.config import RayBindConfig, validate
 from raybind.demo_data import generate
 from raybind.pipeline import build_stream
-from raybind.train_loop import train_step
+from raybind.train_loop import apply_update, train_step
 from raybind.trainer import pretrain
 
 
@@ -42,10 +42,7 @@ def _plain_loop(cfg: RayBindConfig, batches: list[dict[str, torch.Tensor]]) -> f
             start = time.perf_counter()
         batch = batches[step % len(batches)]
         train_step(model, model.tower("video"), "video", batch, {}, cfg.train.batch_size, 1, contextlib.nullcontext)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        model.tower("video").clamp_logit_scale()
+        apply_update(model, "video", optimizer, scheduler)
     return (cfg.train.steps - half) * cfg.train.batch_size / (time.perf_counter() - start)
 
 
