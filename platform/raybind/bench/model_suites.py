@@ -31,9 +31,9 @@ def _batch(model: BindModel, batch: int, device: torch.device, seed: int = 0):
     return inputs, text
 
 
-def _samples_per_s(model: BindModel, batch: int, steps: int, device: torch.device,
-                   dtype: torch.dtype | None = None) -> float:
-    optimizer = build_optimizer(parameter_groups(model.towers, {"depth": 1e-4}))
+def _step_seconds(model: BindModel, optimizer: torch.optim.Optimizer, batch: int, steps: int,
+                  device: torch.device, dtype: torch.dtype | None = None) -> float:
+    """Mean seconds per training step of the depth tower, after one warm-up step."""
     inputs, text = _batch(model, batch, device)
     model.train()
     training_step(model, "depth", inputs, text, optimizer, dtype)  # warm-up
@@ -44,7 +44,16 @@ def _samples_per_s(model: BindModel, batch: int, steps: int, device: torch.devic
         training_step(model, "depth", inputs, text, optimizer, dtype)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - start)
+    return (time.perf_counter() - start) / steps
+
+
+def _optimizer(model: BindModel) -> torch.optim.Optimizer:
+    return build_optimizer(parameter_groups(model.towers, {"depth": 1e-4}))
+
+
+def _samples_per_s(model: BindModel, batch: int, steps: int, device: torch.device,
+                   dtype: torch.dtype | None = None) -> float:
+    return batch / _step_seconds(model, _optimizer(model), batch, steps, device, dtype)
 
 
 def masking_suite(preset: str, batch: int, steps: int) -> dict:
@@ -61,17 +70,10 @@ def masking_suite(preset: str, batch: int, steps: int) -> dict:
 
 
 def _lora_worker(preset: str, lora: bool, batch: int, steps: int, queue) -> None:
-    torch.set_num_threads(torch.get_num_threads())
     model = _tower_model(preset, 0.0, lora=lora)
     trainable = sum(p.numel() for p in model.towers.parameters() if p.requires_grad)
-    optimizer = build_optimizer(parameter_groups(model.towers, {"depth": 1e-4}))
-    inputs, text = _batch(model, batch, torch.device("cpu"))
-    model.train()
-    training_step(model, "depth", inputs, text, optimizer)
-    start = time.perf_counter()
-    for _ in range(steps):
-        training_step(model, "depth", inputs, text, optimizer)
-    step_s = (time.perf_counter() - start) / steps
+    optimizer = _optimizer(model)
+    step_s = _step_seconds(model, optimizer, batch, steps, torch.device("cpu"))
     state_bytes = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
                       if torch.is_tensor(t))
     queue.put({"trainable_params": trainable, "optimizer_state_mib": round(state_bytes / 2**20, 2),
