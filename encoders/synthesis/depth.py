@@ -45,6 +45,15 @@ class DepthSynthesizer:
         return depth[:, 0].clamp(min=0).cpu().numpy().astype(np.float32)
 
 
+def glpn_nyu_config():
+    """The architecture of LanguageBind's depth model, GLPN fine-tuned on NYU (a MiT-b4 encoder, ~62M
+    parameters; transformers' `GLPNConfig()` default is the far smaller MiT-b0): for sizing benchmarks."""
+    from transformers import GLPNConfig
+
+    return GLPNConfig(hidden_sizes=[64, 128, 320, 512], depths=[3, 8, 27, 3], num_attention_heads=[1, 2, 5, 8],
+                      sr_ratios=[8, 4, 2, 1], decoder_hidden_size=64, max_depth=10)
+
+
 def random_depth_model(seed: int = 0):
     """A tiny randomly initialised GLPN and its processor: real architecture, no downloadable weights needed.
 

@@ -75,3 +75,12 @@ def test_thermal_errors_name_the_problem(tmp_path):
     torch.save({"weights": torch.zeros(1)}, bogus)
     with pytest.raises(ValueError, match="'a' and 'b'"):
         ThermalSynthesizer.load(bogus)
+
+
+def test_glpn_nyu_config_has_the_size_of_languagebinds_depth_model():
+    from transformers import GLPNForDepthEstimation
+
+    from encoders.synthesis import glpn_nyu_config
+
+    params = sum(p.numel() for p in GLPNForDepthEstimation(glpn_nyu_config()).parameters())
+    assert 55e6 < params < 70e6  # glpn-nyu (MiT-b4) has ~62M; transformers' default config ~3.7M

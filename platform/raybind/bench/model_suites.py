@@ -102,7 +102,7 @@ def _vit_flops_per_sample(tokens: int, width: int, layers: int) -> float:
 
 
 def gpu_suite(batch: int = 64, steps: int = 10, peak_tflops: float | None = None) -> dict:
-    """ViT-L/14 tower (LoRA r=2, mask 0.5, bf16) samples/s and MFU; GLPN-sized depth synthesis frames/s."""
+    """ViT-L/14 tower (LoRA r=2, mask 0.5, bf16) samples/s and MFU; glpn-nyu-sized depth synthesis frames/s."""
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device"}
     device = torch.device("cuda")
@@ -114,11 +114,11 @@ def gpu_suite(batch: int = 64, steps: int = 10, peak_tflops: float | None = None
     flops = 3 * _vit_flops_per_sample(kept, width, layers) * rate
     name = torch.cuda.get_device_name(0)
     peak = peak_tflops or (989.0 if ("H100" in name or "H200" in name) else None)
-    from transformers import GLPNConfig, GLPNForDepthEstimation, GLPNImageProcessor
+    from transformers import GLPNForDepthEstimation, GLPNImageProcessor
 
-    from encoders.synthesis import DepthSynthesizer
+    from encoders.synthesis import DepthSynthesizer, glpn_nyu_config
 
-    glpn = GLPNForDepthEstimation(GLPNConfig()).to(device).half()
+    glpn = GLPNForDepthEstimation(glpn_nyu_config()).to(device).half()
     synth = DepthSynthesizer.from_model(glpn, GLPNImageProcessor(), device=device)
     frames = torch.randint(0, 255, (32, 480, 640, 3), dtype=torch.uint8).numpy()
     synth(frames)
