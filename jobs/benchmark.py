@@ -3,6 +3,7 @@ baseline measured in the same run.
 
     python jobs/benchmark.py --suite ingest,masking,lora,train_overhead,streaming_memory
     python jobs/benchmark.py --suite gpu          # accelerator machine only (no Ray needed)
+    python jobs/benchmark.py --suite ingest --synthesis gpu --synthesizers full   # accelerator machine
 
 Prints a Markdown table, then one JSON object (last line) with every figure and ratio.
 """
@@ -15,6 +16,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from raybind.bench import SYNTHESIS, SYNTHESIZERS
 
 SUITES = ("ingest", "masking", "lora", "train_overhead", "streaming_memory", "gpu")
 GOALS = {"ingest": [("ratio_vs_dataloader", ">=", 1.25), ("ratio_vs_decode_bound", ">=", 0.85),
@@ -59,6 +62,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--clips-per-resolution", type=int, default=3)
     parser.add_argument("--clip-seconds", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=40, help="ingest rows per clip file")
+    parser.add_argument("--synthesis", default="cpu", choices=SYNTHESIS,
+                        help="ingest: depth/thermal synthesis in the CPU loaders, or in one GPU actor")
+    parser.add_argument("--synthesizers", default="tiny", choices=SYNTHESIZERS,
+                        help="ingest: tiny random synthesizers, or random ones of GLPN's and MUNIT's real sizes")
     parser.add_argument("--memory-rows", type=int, default=12, help="N for streaming_memory (10N is the other run)")
     parser.add_argument("--overhead-steps", type=int, default=40, help="training steps for train_overhead")
     args = parser.parse_args(argv)
@@ -71,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     workers = max(1, os.cpu_count() or 1)
 
-    from raybind.bench import machine
+    from raybind.bench import machine  # imports torch: after argument parsing
 
     results: dict = {}
     if any(s in suites for s in ("ingest", "train_overhead", "streaming_memory")):
@@ -79,14 +86,15 @@ def main(argv: list[str] | None = None) -> dict:
 
         from raybind.runtime import start_ray
 
-        start_ray(num_cpus=workers)
+        start_ray(num_cpus=workers, dashboard="train_overhead" in suites)  # only Ray Train needs it
         DataContext.get_current().enable_progress_bars = sys.stdout.isatty()
     for suite in suites:
         started = time.perf_counter()
         if suite == "ingest":
             from raybind.bench.ingest import ingest_suite
 
-            results[suite] = ingest_suite(workdir, workers, args.clips_per_resolution, args.clip_seconds, args.repeats)
+            results[suite] = ingest_suite(workdir, workers, args.clips_per_resolution, args.clip_seconds, args.repeats,
+                                          args.synthesis, args.synthesizers)
         elif suite == "streaming_memory":
             from raybind.bench.ingest import streaming_memory_suite
 

@@ -15,8 +15,11 @@ log = logging.getLogger(__name__)
 
 
 def start_ray(address: str | None = None, num_cpus: float | None = None,
-              object_store_memory_mb: int | None = None) -> None:
-    """Join the cluster a job was submitted to (RAY_ADDRESS) or `address`; else start a local Ray."""
+              object_store_memory_mb: int | None = None, dashboard: bool = True) -> None:
+    """Join the cluster a job was submitted to (RAY_ADDRESS) or `address`; else start a local Ray.
+
+    `dashboard=False` only for local runs that use no Ray Train (which polls the dashboard's State API).
+    """
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -27,7 +30,7 @@ def start_ray(address: str | None = None, num_cpus: float | None = None,
         return
     object_store = object_store_memory_mb * 2**20 if object_store_memory_mb else None
     # The dashboard (bound to localhost) serves the State API that Ray Train's controller polls.
-    ray.init(num_cpus=num_cpus, object_store_memory=object_store, include_dashboard=True,
+    ray.init(num_cpus=num_cpus, object_store_memory=object_store, include_dashboard=dashboard,
              dashboard_host="127.0.0.1", runtime_env=runtime_env, logging_level=logging.WARNING)
 
 

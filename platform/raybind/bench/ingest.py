@@ -1,5 +1,11 @@
 """Ingest suites: the Ray Data pipeline vs a torch DataLoader doing the same work vs bare decoding, and
-peak memory of a streaming run at N and 10N rows."""
+peak memory of a streaming run at N and 10N rows.
+
+Synthesis runs on the CPU (every loader process decodes and synthesizes) or, with `synthesis="gpu"`, in
+one GPU actor fed by CPU decode tasks; the DataLoader's workers then still do every transform on the
+CPU (CUDA does not work in forked workers), and a second DataLoader run synthesizes each batch on the
+GPU in the consuming process instead, the other way a DataLoader user would set it up.
+"""
 
 from __future__ import annotations
 
@@ -14,23 +20,50 @@ import psutil
 import torch
 
 from raybind import media
+from raybind.bench import SYNTHESIS, SYNTHESIZERS
 from raybind.bench.clips import make_clips, write_manifest
 from raybind.config import RayBindConfig, validate
 from raybind.pipeline import build_stream, decode_spec
-from raybind.stages import decode_batch, load_synthesizer, synthesize_batch
+from raybind.stages import decode_batch, load_synthesizer, synthesize, synthesize_batch
 
 RESOLUTIONS = {"360p": (640, 360), "720p": (1280, 720)}
 
 
-def ingest_config(manifest: Path, workers: int, image_size: int = 224) -> RayBindConfig:
-    """All four modalities, as a LanguageBind video row yields them; CPU synthesis, so `workers` one-CPU
-    actors each decode, synthesize and tokenize their batches."""
-    return validate({
-        "name": "bench", "data": {
-            "train": str(manifest), "modalities": ["video", "audio", "depth", "thermal"], "num_frames": 8,
-            "decode": {"batch_size": 4, "threads": 1}, "synthesis": {"actors": workers, "num_cpus": 1}},
-        "model": {"preset": "tiny", "towers": {m: {"preprocess": {"image_size": image_size}}
-                                               for m in ("video", "depth", "thermal")}}})
+def full_size_synthesizers(folder: Path) -> dict[str, str]:
+    """Randomly initialised synthesizers of the real sizes (GLPN as glpn-nyu, MUNIT as sRGB-TIR), saved as
+    checkpoints are: the compute of LanguageBind's synthesis without downloadable weights."""
+    from transformers import GLPNForDepthEstimation, GLPNImageProcessor
+
+    from encoders.synthesis import MunitGenerator, glpn_nyu_config
+
+    depth, thermal = folder / "glpn-nyu", folder / "munit.pt"
+    if not (depth / "config.json").exists():
+        GLPNForDepthEstimation(glpn_nyu_config()).save_pretrained(depth)
+        GLPNImageProcessor().save_pretrained(depth)
+    if not thermal.exists():
+        torch.save({"a": MunitGenerator().state_dict(), "b": MunitGenerator().state_dict()}, thermal)
+    return {"depth": str(depth), "thermal": str(thermal)}
+
+
+def ingest_config(manifest: Path, workers: int, synthesis: str = "cpu", models: dict[str, str] | None = None,
+                  image_size: int = 224) -> RayBindConfig:
+    """All four modalities, as a LanguageBind video row yields them, on `workers` CPUs.
+
+    CPU synthesis: `workers` one-CPU actors each decode, synthesize and tokenize their batches. GPU
+    synthesis: one actor (one CPU, the GPU) synthesizes batches that one-CPU decode tasks feed it.
+    `models`: synthesizer checkpoints per modality (None: the tiny random ones).
+    """
+    if synthesis not in SYNTHESIS:
+        raise ValueError(f"synthesis must be one of {SYNTHESIS}, got {synthesis!r}")
+    pool = ({"actors": workers, "num_cpus": 1} if synthesis == "cpu"
+            else {"actors": 1, "num_cpus": 1, "num_gpus": 1, "batch_size": 64})
+    data = {"train": str(manifest), "modalities": ["video", "audio", "depth", "thermal"], "num_frames": 8,
+            "decode": {"batch_size": 4, "threads": 1, "num_cpus": 1}, "synthesis": pool}
+    for modality, model in (models or {}).items():
+        data[modality] = {"model": model}
+    return validate({"name": "bench", "data": data,
+                     "model": {"preset": "tiny", "towers": {m: {"preprocess": {"image_size": image_size}}
+                                                            for m in ("video", "depth", "thermal")}}})
 
 
 def _timed(batches) -> dict:
@@ -67,12 +100,15 @@ def run_ray(cfg: RayBindConfig, quarantine_dir: Path, batch_size: int = 8) -> di
 
 class _SameWorkDataset(torch.utils.data.Dataset):
     """What LanguageBind's loaders do, one sample at a time, through the pipeline's own per-row code
-    (decode, mel, tokenize, then depth and thermal synthesis), so both loaders do exactly the same work."""
+    (decode, mel, tokenize, then depth and thermal synthesis), so both loaders do exactly the same work.
+    With `synthesize=False` the workers stop after decoding and ship the row id for the consumer."""
 
-    def __init__(self, cfg: RayBindConfig, quarantine_dir: Path) -> None:
+    def __init__(self, cfg: RayBindConfig, quarantine_dir: Path, synthesize: bool = True) -> None:
         self.rows = _manifest_rows(cfg)
         self.spec = decode_spec(cfg, cfg.data.train, str(quarantine_dir), ["video"])
-        self.synthesized = {m: getattr(cfg.data, m) for m in self.spec.synthesize}
+        self.synthesized = {m: getattr(cfg.data, m) for m in self.spec.synthesize} if synthesize else {}
+        self.columns = SHIPPED_COLUMNS if synthesize else ("id", *(c for c in SHIPPED_COLUMNS
+                                                                    if c not in self.spec.synthesize))
         self._synthesizers = None
 
     def __len__(self) -> int:
@@ -84,20 +120,42 @@ class _SameWorkDataset(torch.utils.data.Dataset):
             self._synthesizers = {m: load_synthesizer(m, s, "cpu") for m, s in self.synthesized.items()}
         row = {name: np.array([value], dtype=object) for name, value in self.rows[index].items()}
         out = synthesize_batch(decode_batch(row, self.spec), self._synthesizers, self.synthesized, "video",
-                               SHIPPED_COLUMNS)
-        return {name: torch.from_numpy(value[0]) for name, value in out.items()}
+                               self.columns)
+        return {name: value[0] if name == "id" else torch.from_numpy(value[0]) for name, value in out.items()}
 
 
 def run_dataloader(cfg: RayBindConfig, workers: int, quarantine_dir: Path, batch_size: int = 8) -> dict:
+    """Workers decode and synthesize every row (on the CPU)."""
     gc.collect()
     loader = torch.utils.data.DataLoader(_SameWorkDataset(cfg, quarantine_dir), batch_size=batch_size,
                                          num_workers=workers, persistent_workers=False)
     return _timed(iter(loader))
 
 
-def run_decode_bound(cfg: RayBindConfig) -> dict:
-    """Sequential OpenCV decoding of the same frames, nothing else: the floor any loader pays."""
-    rows = _manifest_rows(cfg)
+def consumer_synthesis_batches(cfg: RayBindConfig, workers: int, quarantine_dir: Path, batch_size: int = 8,
+                               device: str = "cuda"):
+    """Workers decode; the consuming process synthesizes each batch on `device` before handing it on."""
+    dataset = _SameWorkDataset(cfg, quarantine_dir, synthesize=False)
+    settings = {m: getattr(cfg.data, m) for m in dataset.spec.synthesize}
+    loader = iter(torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers))
+    synthesizers = {m: load_synthesizer(m, s, device) for m, s in settings.items()}  # after the fork
+    for batch in loader:
+        frames, ids = batch["video"].numpy(), np.array(batch.pop("id"), dtype=object)
+        for modality, synthesizer in synthesizers.items():
+            batch[modality] = torch.from_numpy(synthesize(synthesizer, settings[modality], frames, ids, modality))
+        yield batch
+
+
+def run_dataloader_consumer_synthesis(cfg: RayBindConfig, workers: int, quarantine_dir: Path,
+                                      batch_size: int = 8) -> dict:
+    gc.collect()
+    return _timed(consumer_synthesis_batches(cfg, workers, quarantine_dir, batch_size))
+
+
+def run_decode_bound(cfg: RayBindConfig, max_rows: int = 240) -> dict:
+    """Sequential OpenCV decoding of the same frames, nothing else: the floor any loader pays. A rate, so
+    the first `max_rows` rows (which cycle over every clip file) measure it."""
+    rows = _manifest_rows(cfg)[:max_rows]
     size = cfg.model_config_for_encoders().tower("video").preprocess.image_size
     start = time.perf_counter()
     for row in rows:
@@ -106,24 +164,36 @@ def run_decode_bound(cfg: RayBindConfig) -> dict:
     return {"rows": len(rows), "seconds": round(seconds, 2), "clips_per_s": round(len(rows) / seconds, 3)}
 
 
-def ingest_suite(workdir: Path, workers: int, per_resolution: int, seconds: float, repeats: int) -> dict:
+def ingest_suite(workdir: Path, workers: int, per_resolution: int, seconds: float, repeats: int,
+                 synthesis: str = "cpu", synthesizers: str = "tiny") -> dict:
+    if synthesizers not in SYNTHESIZERS:
+        raise ValueError(f"synthesizers must be one of {SYNTHESIZERS}, got {synthesizers!r}")
+    if synthesis == "gpu" and not torch.cuda.is_available():
+        return {"skipped": "--synthesis gpu needs a CUDA device"}  # the GPU actor could never be scheduled
     clips = make_clips(workdir / "clips", RESOLUTIONS, per_resolution, seconds)
     manifest = write_manifest(workdir / "ingest.jsonl", clips, len(clips) * repeats)
-    cfg = ingest_config(manifest, workers)
+    models = full_size_synthesizers(workdir / "synthesizers") if synthesizers == "full" else None
+    cfg = ingest_config(manifest, workers, synthesis, models)
     # The DataLoader forks this process: it goes first, while no Ray dataset objects exist here whose
     # finalisers a forked child could run (they deadlock outside the process that owns them).
     loader = run_dataloader(cfg, workers, workdir / "q-dataloader")
+    consumer = (run_dataloader_consumer_synthesis(cfg, workers, workdir / "q-dataloader-gpu")
+                if synthesis == "gpu" else None)
     bound = run_decode_bound(cfg)
     ray_result = run_ray(cfg, workdir / "q-ingest")
-    steady_bound = bound["clips_per_s"]  # no start-up to speak of: one process, files already cached
-    return {"clips": len(clips), "rows": ray_result["rows"], "seconds_per_clip": seconds,
-            "resolutions": list(RESOLUTIONS), "workers": workers, "ray_data": ray_result, "dataloader": loader,
-            "decode_bound": bound,
-            "ratio_vs_dataloader": round(ray_result["clips_per_s"] / loader["clips_per_s"], 3),
-            "ratio_vs_decode_bound": round(ray_result["clips_per_s"] / bound["clips_per_s"], 3),
-            "steady_ratio_vs_dataloader": round(ray_result["steady_clips_per_s"]
-                                                / max(1e-9, loader["steady_clips_per_s"]), 3),
-            "steady_ratio_vs_decode_bound": round(ray_result["steady_clips_per_s"] / steady_bound, 3)}
+    result = {"clips": len(clips), "rows": ray_result["rows"], "seconds_per_clip": seconds,
+              "resolutions": list(RESOLUTIONS), "workers": workers, "synthesis": synthesis,
+              "synthesizers": synthesizers, "ray_data": ray_result, "dataloader": loader, "decode_bound": bound}
+    # The decode bound has no start-up to speak of (one process, files cached): its rate is its steady rate.
+    baselines = {"dataloader": (loader["clips_per_s"], loader["steady_clips_per_s"]),
+                 "decode_bound": (bound["clips_per_s"], bound["clips_per_s"])}
+    if consumer is not None:
+        result["dataloader_gpu_in_consumer"] = consumer
+        baselines["dataloader_gpu_in_consumer"] = (consumer["clips_per_s"], consumer["steady_clips_per_s"])
+    for name, (rate, steady) in baselines.items():
+        result[f"ratio_vs_{name}"] = round(ray_result["clips_per_s"] / max(1e-9, rate), 3)
+        result[f"steady_ratio_vs_{name}"] = round(ray_result["steady_clips_per_s"] / max(1e-9, steady), 3)
+    return result
 
 
 class _PeakMemory:
