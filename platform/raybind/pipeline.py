@@ -102,9 +102,7 @@ def build_stream(cfg: RayBindConfig, source_uri: str, quarantine_uri: str, shuff
     """
     keep = tuple(columns) if columns is not None else None
     if is_built_dataset(source_uri):
-        stream = _built_stream(cfg, source_uri)
-        if keep is not None:
-            stream.dataset = stream.dataset.select_columns(list(keep))
+        stream = _built_stream(cfg, source_uri, keep)
         if shuffle:
             stream.dataset = stream.dataset.randomize_block_order()
         return stream
@@ -138,13 +136,14 @@ def build_stream(cfg: RayBindConfig, source_uri: str, quarantine_uri: str, shuff
     return Stream(ds, manifest.rows, quarantine_uri, source_uri)
 
 
-def _built_stream(cfg: RayBindConfig, uri: str) -> Stream:
+def _built_stream(cfg: RayBindConfig, uri: str, columns: tuple[str, ...] | None) -> Stream:
+    """A built dataset read directly: only `columns` are read from the Parquet files (None: all)."""
     info = json.loads(storage.read_text(storage.join(uri, BUILT_MARKER)))
     missing = [m for m in cfg.data.modalities if m not in info["columns"]]
     if missing:
         raise ManifestError(f"built dataset {storage.redact(uri)} lacks {missing}; it has {info['columns']}")
     fs, path = storage.resolve(storage.join(uri, BUILT_DATA))
-    ds = ray.data.read_parquet(path, filesystem=fs)
+    ds = ray.data.read_parquet(path, filesystem=fs, columns=list(columns) if columns is not None else None)
     return Stream(ds, int(info["rows_out"]), None, uri)
 
 

@@ -246,6 +246,9 @@ def test_manifest_and_media_in_s3_and_dataset_built_to_s3(ray_cluster, media, s3
     assert sorted(r["id"] for r in out) == ["c0", "c1", "c2"]
     assert out[0]["video"].shape == (4, 64, 64, 3) and out[0]["audio"].dtype == np.float16
     assert "secret" not in json.dumps(summary)
+    # a consumer's columns are all that is read from the shards
+    narrow = build_stream(_config(("video", "audio")), output_uri, str(tmp_path / "q"), columns=["id", "audio"])
+    assert sorted((r["id"], tuple(r)) for r in _consume(narrow)) == [(f"c{i}", ("id", "audio")) for i in range(3)]
 
 
 def test_redaction_of_credentials_in_uris():
