@@ -17,7 +17,7 @@ import ray.data
 from ray.data import ActorPoolStrategy, Dataset
 
 from raybind import quarantine, storage
-from raybind.config import RayBindConfig
+from raybind.config import RayBindConfig, SynthesisSettings
 from raybind.manifest import ManifestError, load_manifest
 from raybind.stages import FRAMES, DecodeAndSynthesisStage, DecodeSpec, SynthesisStage, decode_batch
 
@@ -35,9 +35,10 @@ class Stream:
     source: str
 
 
-def _synthesized(cfg: RayBindConfig) -> tuple[str, ...]:
-    return tuple(m for m in ("depth", "thermal")
-                 if m in cfg.data.modalities and getattr(cfg.data, m).source == "synthesize")
+def synthesis_settings(cfg: RayBindConfig) -> dict[str, SynthesisSettings]:
+    """The trained modalities that the synthesis pool makes from frames, with their settings."""
+    return {m: getattr(cfg.data, m) for m in ("depth", "thermal")
+            if m in cfg.data.modalities and getattr(cfg.data, m).source == "synthesize"}
 
 
 def decode_spec(cfg: RayBindConfig, manifest_uri: str, quarantine_uri: str, media_columns: list[str]) -> DecodeSpec:
@@ -50,12 +51,12 @@ def decode_spec(cfg: RayBindConfig, manifest_uri: str, quarantine_uri: str, medi
         frame_size=image_size + cfg.data.decode.crop_margin, audio=audio, threads=cfg.data.decode.threads,
         audio_source=cfg.data.audio_source,
         depth_from_column=cfg.data.depth.source == "column", thermal_from_column=cfg.data.thermal.source == "column",
-        media_columns=tuple(media_columns), synthesize=_synthesized(cfg))
+        media_columns=tuple(media_columns), synthesize=tuple(synthesis_settings(cfg)))
 
 
 def _needed_columns(cfg: RayBindConfig) -> list[str]:
     needed = []
-    synthesized = _synthesized(cfg)
+    synthesized = synthesis_settings(cfg)
     if "video" in cfg.data.modalities or synthesized:
         needed.append("video")
     if "audio" in cfg.data.modalities and cfg.data.audio_source == "column":
@@ -116,7 +117,7 @@ def build_stream(cfg: RayBindConfig, source_uri: str, quarantine_uri: str, shuff
         ds = ds.randomize_block_order()
     spec = decode_spec(cfg, source_uri, quarantine_uri, manifest.media_columns)
     frames_column = "video" if "video" in cfg.data.modalities else FRAMES
-    synthesized = {m: getattr(cfg.data, m) for m in spec.synthesize}
+    synthesized = synthesis_settings(cfg)
     if synthesized and pool.num_gpus == 0:
         # CPU synthesis: each actor decodes and synthesizes its batch. Separate CPU decode tasks and CPU
         # synthesis actors compete for the same cores and the OS splits them evenly, starving synthesis.

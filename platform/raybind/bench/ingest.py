@@ -23,8 +23,8 @@ from raybind import media
 from raybind.bench import SYNTHESIS, SYNTHESIZERS
 from raybind.bench.clips import make_clips, write_manifest
 from raybind.config import RayBindConfig, validate
-from raybind.pipeline import build_stream, decode_spec
-from raybind.stages import decode_batch, load_synthesizer, synthesize, synthesize_batch
+from raybind.pipeline import build_stream, decode_spec, synthesis_settings
+from raybind.stages import decode_batch, load_synthesizer, synthesize_batch
 
 RESOLUTIONS = {"360p": (640, 360), "720p": (1280, 720)}
 
@@ -106,7 +106,7 @@ class _SameWorkDataset(torch.utils.data.Dataset):
     def __init__(self, cfg: RayBindConfig, quarantine_dir: Path, synthesize: bool = True) -> None:
         self.rows = _manifest_rows(cfg)
         self.spec = decode_spec(cfg, cfg.data.train, str(quarantine_dir), ["video"])
-        self.synthesized = {m: getattr(cfg.data, m) for m in self.spec.synthesize} if synthesize else {}
+        self.synthesized = synthesis_settings(cfg) if synthesize else {}
         self.columns = SHIPPED_COLUMNS if synthesize else ("id", *(c for c in SHIPPED_COLUMNS
                                                                     if c not in self.spec.synthesize))
         self._synthesizers = None
@@ -136,14 +136,13 @@ def consumer_synthesis_batches(cfg: RayBindConfig, workers: int, quarantine_dir:
                                device: str = "cuda"):
     """Workers decode; the consuming process synthesizes each batch on `device` before handing it on."""
     dataset = _SameWorkDataset(cfg, quarantine_dir, synthesize=False)
-    settings = {m: getattr(cfg.data, m) for m in dataset.spec.synthesize}
+    settings = synthesis_settings(cfg)
     loader = iter(torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers))
     synthesizers = {m: load_synthesizer(m, s, device) for m, s in settings.items()}  # after the fork
     for batch in loader:
-        frames, ids = batch["video"].numpy(), np.array(batch.pop("id"), dtype=object)
-        for modality, synthesizer in synthesizers.items():
-            batch[modality] = torch.from_numpy(synthesize(synthesizer, settings[modality], frames, ids, modality))
-        yield batch
+        decoded = {"video": batch["video"].numpy(), "id": np.array(batch.pop("id"), dtype=object)}
+        made = synthesize_batch(decoded, synthesizers, settings, "video", tuple(settings))
+        yield {**batch, **{modality: torch.from_numpy(value) for modality, value in made.items()}}
 
 
 def run_dataloader_consumer_synthesis(cfg: RayBindConfig, workers: int, quarantine_dir: Path,
