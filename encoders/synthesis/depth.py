@@ -10,9 +10,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from encoders.synthesis.batching import run_batch_invariant
+
 
 class DepthSynthesizer:
-    """Batched RGB uint8 [N, H, W, 3] -> depth in metres float32 [N, H, W], on the chosen device."""
+    """RGB uint8 [N, H, W, 3] -> depth in metres float32 [N, H, W], on the chosen device."""
 
     def __init__(self, model_name_or_path: str, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
@@ -38,6 +40,9 @@ class DepthSynthesizer:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"depth synthesis expects uint8 RGB frames [N, H, W, 3], got {frames.shape} {frames.dtype}")
+        return run_batch_invariant(self._run, frames, self.device)
+
+    def _run(self, frames: np.ndarray) -> np.ndarray:
         inputs = self.processor(images=list(frames), return_tensors="pt")
         pixels = inputs["pixel_values"].to(self.device, self.dtype)
         depth = self.model(pixel_values=pixels).predicted_depth          # [N, h, w]

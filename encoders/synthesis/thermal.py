@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from encoders.synthesis.batching import run_batch_invariant
+
 
 @dataclass(frozen=True)
 class MunitParams:
@@ -199,7 +201,7 @@ class MunitGenerator(nn.Module):
 
 
 class ThermalSynthesizer:
-    """Batched RGB uint8 [N, H, W, 3] -> 3-channel thermal uint8 [N, H, W, 3]."""
+    """RGB uint8 [N, H, W, 3] -> 3-channel thermal uint8 [N, H, W, 3]."""
 
     def __init__(self, translate: nn.Module, device: str | torch.device = "cpu", max_side: int | None = None) -> None:
         self.device = torch.device(device)
@@ -235,6 +237,9 @@ class ThermalSynthesizer:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"thermal synthesis expects uint8 RGB frames [N, H, W, 3], got {frames.shape} {frames.dtype}")
+        return run_batch_invariant(self._run, frames, self.device)
+
+    def _run(self, frames: np.ndarray) -> np.ndarray:
         h, w = frames.shape[1:3]
         x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         if self.max_side and max(h, w) > self.max_side:

@@ -84,3 +84,23 @@ def test_glpn_nyu_config_has_the_size_of_languagebinds_depth_model():
 
     params = sum(p.numel() for p in GLPNForDepthEstimation(glpn_nyu_config()).parameters())
     assert 55e6 < params < 70e6  # glpn-nyu (MiT-b4) has ~62M; transformers' default config ~3.7M
+
+
+@pytest.mark.parametrize("modality", ["depth", "thermal"])
+def test_cpu_synthesis_gives_the_same_bytes_whatever_the_batch_and_thread_count(modality):
+    """A frame's output is independent of its batch-mates and of torch's thread count: the pipeline's
+    layouts batch the same rows differently (decode batches vs synthesis-pool batches). Before the fix, a
+    batch of 8 rounded a thermal pixel differently from a batch of 1 on AVX-512 CPUs."""
+    synth = (DepthSynthesizer.from_model(*random_depth_model(0)) if modality == "depth"
+             else ThermalSynthesizer.from_munit(*random_thermal_generator(0)))
+    frames = np.random.default_rng(1).integers(0, 255, (8, 64, 64, 3), dtype=np.uint8)
+    threads = torch.get_num_threads()
+    try:
+        reference = np.concatenate([synth(frames[i:i + 1]) for i in range(len(frames))])
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            for size in (3, 4, 8):
+                batched = np.concatenate([synth(frames[i:i + size]) for i in range(0, len(frames), size)])
+                np.testing.assert_array_equal(batched, reference)
+    finally:
+        torch.set_num_threads(threads)

@@ -44,11 +44,9 @@ def test_consumer_synthesis_baseline_yields_what_worker_synthesis_yields(manifes
     assert [len(b["tokens"]) for b in in_consumer] == [len(b["tokens"]) for b in in_workers] == [2, 1]
     for ours, theirs in zip(in_consumer, in_workers):
         assert set(ours) == set(theirs) == set(SHIPPED_COLUMNS)
-        for column in ("video", "audio", "tokens"):
+        # one thread and one-row batches (worker) vs the default thread count and two-row batches (consumer)
+        for column in ("video", "audio", "tokens", "depth", "thermal"):
             assert torch.equal(ours[column], theirs[column]), column
-        # one thread (worker) vs the default thread count (consumer): float sums may differ in the last bits
-        torch.testing.assert_close(ours["depth"].float(), theirs["depth"].float(), rtol=1e-2, atol=1e-2)
-        assert (ours["thermal"].int() - theirs["thermal"].int()).abs().max() <= 1
         assert ours["depth"].shape == (len(ours["tokens"]), 1, 224, 224)
 
 
