@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from encoders.config import TowerConfig
 from encoders.towers import ModalityTower
@@ -50,6 +52,15 @@ def prepare_tower(tower: ModalityTower) -> ModalityTower:
         param.requires_grad = _trains(name, lora=tower.config.lora is not None)
     tower.log_logit_scale.requires_grad = True
     return tower
+
+
+def cast_frozen_weights(module: nn.Module, dtype: torch.dtype) -> None:
+    """Store frozen weight matrices in `dtype` (bf16 on GPUs: half the memory, no per-step cast under bf16
+    autocast). Trained parameters keep full precision for the optimizer; so do norms and biases (tiny, and
+    layer norms must see one dtype for input and weight where autocast does not cast them)."""
+    for param in module.parameters():
+        if not param.requires_grad and param.ndim >= 2:
+            param.data = param.data.to(dtype)
 
 
 def _trains(name: str, lora: bool) -> bool:

@@ -20,7 +20,10 @@ def random_keep_indices(batch: int, num_tokens: int, mask_ratio: float, device: 
                         generator: torch.Generator | None = None) -> torch.Tensor:
     """Sorted indices [batch, kept] of the patch tokens each sample keeps."""
     keep = num_kept(num_tokens, mask_ratio)
-    noise = torch.rand(batch, num_tokens, device=device, generator=generator)
+    # No `generator=None` keyword: that overload wants concrete sizes and breaks torch.compile's
+    # symbolic batch dimension.
+    noise = (torch.rand(batch, num_tokens, device=device) if generator is None
+             else torch.rand(batch, num_tokens, device=device, generator=generator))
     return noise.argsort(dim=1)[:, :keep].sort(dim=1).values
 
 

@@ -36,10 +36,7 @@ class BindModel(nn.Module):
         if own_text:
             self.text = build_text_tower(config.text, clip, seed=config.init_seed)
         self.embed_dim = int(self.text.output_dim)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.init_seed)  # LoRA A matrices are random: seed them too
-            self.towers = nn.ModuleDict(
-                {t.modality: prepare_tower(ModalityTower(t, visual)) for t in config.towers})
+        self.towers = build_towers(config, visual)
 
     @property
     def modalities(self) -> list[str]:
@@ -73,6 +70,27 @@ class BindModel(nn.Module):
 
     def tokenizer(self) -> Tokenizer:
         return Tokenizer(self.config.text)
+
+
+def build_towers(config: ModelConfig, visual: nn.Module) -> nn.ModuleDict:
+    """One LoRA-prepared tower per modality, each from its own copy of `visual`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.init_seed)  # LoRA A matrices are random: seed them too
+        return nn.ModuleDict({t.modality: prepare_tower(ModalityTower(t, visual)) for t in config.towers})
+
+
+def parameter_counts(config: ModelConfig) -> dict[str, dict[str, int]]:
+    """{modality: {"trainable": n, "total": n}} without allocating or initialising the towers: they are
+    built on the meta device (a ViT-L/14 plan costs a second, not gigabytes). A Hugging Face language
+    tower is loaded for its width only."""
+    text_dim = None
+    if config.text.kind != "open_clip":
+        text_dim = int(build_text_tower(config.text, None, seed=config.init_seed).output_dim)
+    with torch.device("meta"):
+        visual = build_clip(get_preset(config.preset), None, embed_dim=text_dim, seed=config.init_seed).visual
+        towers = build_towers(config, visual)
+    return {m: {"trainable": sum(p.numel() for p in t.parameters() if p.requires_grad),
+                "total": sum(p.numel() for p in t.parameters())} for m, t in towers.items()}
 
 
 def bare_backbone(config: ModelConfig, modality: str) -> nn.Module:

@@ -42,8 +42,9 @@ def parameter_groups(towers: Mapping[str, nn.Module], learning_rates: Mapping[st
 
 
 def build_optimizer(groups: Iterable[dict], betas: tuple[float, float] = C.ADAM_BETAS,
-                    eps: float = C.ADAM_EPS) -> torch.optim.AdamW:
-    return torch.optim.AdamW(list(groups), betas=betas, eps=eps)
+                    eps: float = C.ADAM_EPS, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW; `fused` (one kernel for every parameter's update) when all parameters live on a GPU."""
+    return torch.optim.AdamW(list(groups), betas=betas, eps=eps, fused=fused or None)
 
 
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,

@@ -8,6 +8,7 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from encoders import constants as C
 from encoders.attention import SplitAttention
@@ -47,13 +48,13 @@ class TowerBlock(nn.Module):
         return x + self.ls_2(self.mlp(self.ln_2(x)))
 
     def _temporal(self, x: torch.Tensor, frames: int) -> torch.Tensor:
-        clips_frames, tokens, width = x.shape
-        clips = clips_frames // frames
+        tokens, width = x.shape[1:]
         # (clip, frame, token) -> (clip, token, frame): attend across frames at each token position.
-        h = x.view(clips, frames, tokens, width).transpose(1, 2).reshape(clips * tokens, frames, width)
+        # Shapes come from views (-1), not integer arithmetic, so torch.compile traces one graph.
+        h = x.view(-1, frames, tokens, width).transpose(1, 2).reshape(-1, frames, width)
         h = h + self.temporal_embedding[:frames]
         h = h + self.temporal_attn(self.ln_1(h))
-        return h.view(clips, tokens, frames, width).transpose(1, 2).reshape(clips_frames, tokens, width)
+        return h.view(-1, tokens, frames, width).transpose(1, 2).reshape(x.shape)
 
 
 def resize_position_embedding(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
@@ -92,6 +93,18 @@ class VisionBackbone(nn.Module):
         self.blocks = nn.ModuleList(TowerBlock(b, temporal_frames) for b in visual.transformer.resblocks)
         self.ln_post = visual.ln_post
         self.proj = visual.proj
+        self.grad_checkpointing = False  # recompute each block in backward: activations of one block, not all
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Activation checkpointing per block: trades one extra forward for O(1 block) activation memory."""
+        self.grad_checkpointing = enabled
+
+    def compile_blocks(self, **options) -> None:
+        """`torch.compile` every transformer block in place (parameter names stay, so adapters and
+        checkpoints load as before). Patch embedding, masking and pooling stay eager: they are cheap, and
+        the number of kept tokens depends on the mask ratio, which a compiled graph would specialise on."""
+        for block in self.blocks:
+            block.compile(**options)
 
     @property
     def num_patches(self) -> int:
@@ -102,15 +115,16 @@ class VisionBackbone(nn.Module):
         tokens = self.conv1(x).flatten(2).transpose(1, 2)               # [N, L, D]
         tokens = tokens + self.positional_embedding[1:].to(tokens.dtype)
         if self.training and mask_ratio > 0:
-            clips = tokens.shape[0] // num_frames
-            keep = random_keep_indices(clips, tokens.shape[1], mask_ratio, tokens.device)
-            keep = keep.repeat_interleave(num_frames, dim=0)           # same tokens on every frame of a clip
+            per_clip = tokens.unflatten(0, (-1, num_frames))             # [clips, frames, L, D]
+            keep = random_keep_indices(per_clip.shape[0], tokens.shape[1], mask_ratio, tokens.device)
+            keep = keep[:, None].expand(-1, num_frames, -1).flatten(0, 1)  # same tokens on every frame of a clip
             tokens = gather_tokens(tokens, keep)
         cls = (self.class_embedding + self.positional_embedding[0]).to(tokens.dtype)
         tokens = torch.cat([cls.expand(tokens.shape[0], 1, -1), tokens], dim=1)
         tokens = self.ln_pre(tokens)
+        recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            tokens = block(tokens, num_frames)
+            tokens = checkpoint(block, tokens, num_frames, use_reentrant=False) if recompute else block(tokens, num_frames)
         features = self.ln_post(tokens[:, 0]) @ self.proj
         if num_frames > 1:
             features = features.view(-1, num_frames, features.shape[-1]).mean(dim=1)
