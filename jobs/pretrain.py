@@ -1,17 +1,19 @@
 """Pretrain LanguageBind-style towers: streaming ingest on Ray Data, LoRA contrastive training on Ray Train.
 
-    python jobs/pretrain.py --config configs/quickstart.yaml [--set train.steps=50 ...]
+    python jobs/pretrain.py --config configs/quickstart.yaml [--set train.steps=50 ...] [--dry-run]
     ray job submit --working-dir . -- python jobs/pretrain.py --config configs/quickstart.yaml
 
-Re-running with the same storage and name resumes from the newest complete checkpoint.
+Re-running with the same storage and name resumes from the newest complete checkpoint. `--dry-run`
+validates the config, resolves its resources and prints the plan without starting Ray or training.
 """
 
 from __future__ import annotations
 
 import sys
 
-from raybind.cli import EXIT_BAD_INPUT, job_parser, run_job
-from raybind.trainer import StorageError, pretrain
+from raybind.cli import job_parser, run_job
+from raybind.plan import training_plan
+from raybind.trainer import pretrain
 
 
 def _print_table(summary: dict) -> None:
@@ -26,15 +28,30 @@ def _print_table(summary: dict) -> None:
                   f"{ratio:9.1f}", file=sys.stderr)
 
 
+def _print_plan(plan: dict) -> None:
+    print(f"\nplan {plan['name']}: preset {plan['preset']}, global batch {plan['global_batch']} "
+          f"({plan['batch']['per_worker']} x accum {plan['batch']['grad_accum']} x {plan['batch']['workers']} workers,"
+          f" {plan['batch']['accumulation']}), {plan['negatives_per_step']} negatives per sample", file=sys.stderr)
+    print(f"{'tower':8s} {'trainable':>12s} {'total':>14s} {'mask':>5s} {'lora':>5s} {'ckpt':>5s}", file=sys.stderr)
+    for modality, tower in plan["towers"].items():
+        print(f"{modality:8s} {tower['trainable_params']:12,d} {tower['total_params']:14,d} {tower['mask_ratio']:5.2f} "
+              f"{str(tower['lora_rank']):>5s} {str(tower['grad_checkpointing']):>5s}", file=sys.stderr)
+    total = plan["resources"]["total"]
+    print(f"asks the cluster for {total['CPU']:g} CPUs and {total['GPU']:g} GPUs; fits: {plan['fits']}",
+          file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = job_parser(__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate, resolve resources and print the plan; start nothing")
 
     def body(cfg, args):
-        try:
-            summary = pretrain(cfg)
-        except StorageError as error:
-            print(f"error: {error}", file=sys.stderr)
-            raise SystemExit(EXIT_BAD_INPUT) from None
+        if args.dry_run:
+            plan = training_plan(cfg)
+            _print_plan(plan)
+            return plan
+        summary = pretrain(cfg)
         _print_table(summary)
         return summary
 

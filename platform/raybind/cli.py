@@ -8,8 +8,8 @@ import logging
 import sys
 from typing import Any, Callable
 
-from raybind.config import ConfigError, RayBindConfig, load_config
-from raybind.manifest import ManifestError
+from raybind.config import RayBindConfig, load_config
+from raybind.errors import InputError
 
 EXIT_BAD_INPUT = 2
 
@@ -26,7 +26,8 @@ def run_job(parser: argparse.ArgumentParser, body: Callable[[RayBindConfig, argp
             argv: list[str] | None = None) -> dict[str, Any]:
     """Parse, validate the config before any Ray work, run `body`, print its summary as the last stdout line.
 
-    Invalid configs and unusable inputs exit with code 2 and a message naming what is wrong.
+    Bad input of any kind (`raybind.errors.InputError`: config, manifest, storage, resources) exits with
+    code 2 and a message naming what is wrong.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
@@ -34,7 +35,7 @@ def run_job(parser: argparse.ArgumentParser, body: Callable[[RayBindConfig, argp
     try:
         cfg = load_config(args.config, args.overrides)
         summary = body(cfg, args)
-    except (ConfigError, ManifestError) as error:
+    except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None
     print(json.dumps(summary, sort_keys=True), flush=True)

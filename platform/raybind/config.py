@@ -17,9 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from encoders import constants as C
 from encoders.config import LoraSettings, ModelConfig, PreprocessConfig, TextConfig, TowerConfig
 from encoders.presets import get_preset
+from raybind.errors import InputError
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """An invalid config; the message names each bad field by dotted path. Jobs exit with code 2."""
 
 
@@ -95,6 +96,7 @@ class TowerFields(_Strict):
     lr: float | None = Field(default=None, gt=0)
     temporal: Literal["attention", "mean"] = "attention"
     weight: float = Field(default=1.0, gt=0)   # share of training steps this tower gets
+    grad_checkpointing: bool = False           # recompute block activations in backward (L/14 recipes: on)
     preprocess: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -123,9 +125,14 @@ class TrainSettings(_Strict):
     steps: int = Field(default=100, ge=1)
     batch_size: int = Field(default=16, ge=2)          # per worker, per step
     grad_accum: int = Field(default=1, ge=1)
+    # cached: the loss of every micro-batch sees the whole accumulated batch as negatives (open_clip's
+    # accum-freq; equals one batch grad_accum times larger). plain: each micro-batch only its own.
+    accumulation: Literal["cached", "plain"] = "cached"
     num_workers: int = Field(default=1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=1.0, gt=0, le=1)  # < 1 shares a GPU (e.g. with GPU synthesis)
+    compile: Literal["auto", "on", "off"] = "auto"           # torch.compile the tower blocks; auto: on GPUs
     warmup_steps: int = Field(default=0, ge=0)
     weight_decay: float = Field(default=C.WEIGHT_DECAY, ge=0)
     log_every: int = Field(default=10, ge=1)
@@ -157,7 +164,7 @@ class RayBindConfig(_Strict):
         preset = get_preset(self.model.preset)
         towers = []
         for modality in self.data.modalities:
-            fields = self.model.towers.get(modality, TowerFields())
+            fields = self.tower_fields(modality)
             paper = TowerConfig.languagebind(modality)
             pre = preset.preprocess(modality)
             pre = PreprocessConfig.from_dict({**pre.to_dict(), "num_frames": self.data.num_frames, **fields.preprocess})
@@ -176,11 +183,17 @@ class RayBindConfig(_Strict):
         return ModelConfig(preset=self.model.preset, pretrained=self.model.pretrained, init_seed=self.model.init_seed,
                            text=text, towers=tuple(towers))
 
+    def tower_fields(self, modality: str) -> TowerFields:
+        return self.model.towers.get(modality, TowerFields())
+
+    def compile_enabled(self) -> bool:
+        return self.train.compile == "on" or (self.train.compile == "auto" and self.train.use_gpu)
+
     def learning_rates(self) -> dict[str, float]:
-        return {m: (self.model.towers.get(m, TowerFields()).lr or C.LEARNING_RATE[m]) for m in self.data.modalities}
+        return {m: (self.tower_fields(m).lr or C.LEARNING_RATE[m]) for m in self.data.modalities}
 
     def tower_weights(self) -> dict[str, float]:
-        return {m: self.model.towers.get(m, TowerFields()).weight for m in self.data.modalities}
+        return {m: self.tower_fields(m).weight for m in self.data.modalities}
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
@@ -221,18 +234,42 @@ def validate(tree: dict[str, Any]) -> RayBindConfig:
         raise ConfigError(format_validation_error(error)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RayBindConfig:
-    """Read YAML, apply `--set` overrides, validate. Relative data paths stay relative to the working dir."""
-    path = Path(path)
+EXTENDS = "extends"  # a config may name a base file (relative to itself) that it overlays
+
+
+def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Overlay wins; mappings merge key by key, anything else (lists included) is replaced whole."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(
+            merged.get(key), dict) else value
+    return merged
+
+
+def _read_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """One YAML file as a mapping, with its `extends:` chain resolved."""
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {path}" + (f" (extended by {seen[-1]})" if seen else ""))
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: `{EXTENDS}` loops back to itself")
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
-    tree = copy.deepcopy(tree)
+    base = tree.pop(EXTENDS, None)
+    if base is None:
+        return tree
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: `{EXTENDS}` must be a file name, got {base!r}")
+    return _merge(_read_tree(path.parent / base, (*seen, path.resolve())), tree)
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RayBindConfig:
+    """Read YAML (and the base it `extends`), apply `--set` overrides, validate. Relative data paths stay
+    relative to the working dir."""
+    tree = copy.deepcopy(_read_tree(Path(path)))
     for item in overrides:
         _set_dotted(tree, *parse_override(item))
     return validate(tree)

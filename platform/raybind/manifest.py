@@ -10,12 +10,13 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from raybind import storage
+from raybind.errors import InputError
 
 REQUIRED_COLUMNS = ("id", "text")
 MEDIA_COLUMNS = ("video", "audio", "depth", "thermal", "image")
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """The manifest cannot be used at all (unreadable, wrong format, missing columns)."""
 
 

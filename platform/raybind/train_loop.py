@@ -1,10 +1,15 @@
 """The training loop each Ray Train worker runs. Reusable parts live in `encoders` (towers, loss,
-optimizer, checkpoints) and beside this file (schedule, batches, evaluation); this file is the loop.
+optimizer, the training step, checkpoints) and beside this file (schedule, batches, evaluation, metric
+names); this file is the loop.
 
 Per step: pick the tower for this step (same on every rank), turn the batch's column into tower input
-on the device, encode text with the frozen language tower (no grad), all-gather features, symmetric
-InfoNCE, AdamW + cosine schedule, clamp the logit scale. Each data batch serves every tower once
-before the next batch is pulled, so decoded media is not wasted.
+on the device, encode text with the frozen language tower (no grad), then `encoders.step`: features
+all-gathered across ranks, symmetric InfoNCE over the (accumulated) global batch, AdamW + cosine
+schedule, logit-scale clamp. Each data batch serves every tower once before the next batch is pulled,
+so decoded media is not wasted.
+
+Host-side agreement between ranks (pass end, rows delivered) all-reduces small CPU tensors: GPU runs
+get a `cpu:gloo,cuda:nccl` process group (`raybind.trainer.process_group_backend`) for exactly this.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
-from encoders import BindModel, contrastive_loss
+from encoders import BindModel
+from encoders.lora import cast_frozen_weights
 from encoders.optim import build_optimizer, cosine_with_warmup, parameter_groups
+from encoders.step import accumulate_gradients, apply_update
+from raybind import metrics as M
 from raybind.batches import tower_input
 from raybind.config import RayBindConfig
 from raybind.evaluation import retrieval_metrics
@@ -53,9 +60,9 @@ class _Meter:
 
     def summary(self, world: int) -> dict[str, float]:
         elapsed = max(1e-9, time.perf_counter() - self.started)
-        out = {f"loss/{m}": sum(v) / len(v) for m, v in self.loss.items()}
-        out["samples_per_s"] = self.samples * world / elapsed
-        out["data_wait_frac"] = self.data_wait / elapsed
+        out = {M.tower_key(M.TRAIN_LOSS, m): sum(v) / len(v) for m, v in self.loss.items()}
+        out[M.SAMPLES_PER_S] = self.samples * world / elapsed
+        out[M.DATA_WAIT_FRAC] = self.data_wait / elapsed
         return out
 
 
@@ -90,6 +97,28 @@ class _Batches:
         return batch
 
 
+def _autocast(device: torch.device):
+    """bf16 autocast on GPUs, plain fp32 on CPUs."""
+    if device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def build_model(cfg: RayBindConfig, device: torch.device) -> BindModel:
+    """The model as this worker trains it: activation checkpointing and `torch.compile` per the config,
+    frozen weights in bf16 on GPUs (they only ever meet bf16 autocast there; trained ones stay fp32)."""
+    model = BindModel(cfg.model_config_for_encoders())
+    if device.type == "cuda":
+        cast_frozen_weights(model, torch.bfloat16)
+    model = model.to(device).train()
+    for modality in model.modalities:
+        backbone = model.tower(modality).backbone
+        backbone.set_grad_checkpointing(cfg.tower_fields(modality).grad_checkpointing)
+        if cfg.compile_enabled():
+            backbone.compile_blocks(dynamic=False)
+    return model
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg = RayBindConfig.model_validate(loop_config["cfg"])
     context = ray.train.get_context()
@@ -98,11 +127,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.seed * 1000 + rank)  # augmentation and masking draws; towers are seeded by init_seed
     torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
 
-    model = BindModel(cfg.model_config_for_encoders()).to(device).train()
+    model = build_model(cfg, device)
     wrapped = {m: ray.train.torch.prepare_model(model.tower(m), move_to_device=False) for m in model.modalities}
-    optimizer = build_optimizer(parameter_groups(model.towers, cfg.learning_rates(), cfg.train.weight_decay))
+    optimizer = build_optimizer(parameter_groups(model.towers, cfg.learning_rates(), cfg.train.weight_decay),
+                                fused=device.type == "cuda")
     scheduler = cosine_with_warmup(optimizer, cfg.train.warmup_steps, cfg.train.steps)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+    autocast = _autocast(device)
 
     progress: dict[str, Any] = {"step": 0, "epoch": 0, "val_before": {}, "val_after": {}, "rows_first_pass": None,
                                 "resumed_from": []}
@@ -114,8 +144,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     val_batches = _load_val(cfg, device) if rank == 0 else []
     progress["val_rows"] = sum(len(b["tokens"]) for b in val_batches)
+
+    def validate() -> dict[str, Any]:
+        return _validate(model, val_batches, device, autocast)
+
     if rank == 0 and not progress["val_before"]:
-        progress["val_before"] = _validate(model, val_batches, device)
+        progress["val_before"] = validate()
 
     schedule = modality_sequence(cfg.tower_weights(), cfg.train.steps)
     shard = ray.train.get_dataset_shard("train")
@@ -126,25 +160,28 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     reported = False
     while step < cfg.train.steps:  # one iteration per pass over the shard (epoch)
         batches = _Batches(shard, micro * accum, device, meter)
-        batch, used, text_cache = None, set(), {}
+        batch, used, text = None, set(), None
         while step < cfg.train.steps:
             modality = schedule[step]
             if batch is None or modality in used:
-                batch, used, text_cache = batches.next(), set(), {}
+                batch, used = batches.next(), set()
                 if batch is None:
                     break
+                with autocast():  # the frozen language tower: once per batch, shared by every tower
+                    text = model.encode_text(batch["tokens"].long())
             used.add(modality)
-            loss = train_step(model, wrapped[modality], modality, batch, text_cache, micro, accum, autocast)
-            apply_update(model, modality, optimizer, scheduler)
+            loss = train_step(model, wrapped[modality], modality, batch, text, micro, cfg.train.accumulation, autocast)
+            apply_update(model.tower(modality), optimizer, scheduler)
             step += 1
             meter.loss[modality].append(loss)
             meter.samples += micro * accum
             if cfg.train.val_every and step % cfg.train.val_every == 0 and rank == 0:
-                latest_val = _validate(model, val_batches, device)
+                latest_val = validate()
             if step % cfg.train.log_every == 0 or step == cfg.train.steps:
                 progress["step"] = step
-                _report(cfg, rank, world, step, progress, model, optimizer, scheduler, meter, latest_val, val_batches,
-                        device)
+                if step == cfg.train.steps and rank == 0:
+                    progress["val_after"] = validate()
+                _report(cfg, rank, world, step, progress, model, optimizer, scheduler, meter, latest_val)
                 reported = True
                 meter.reset()
         if batches.exhausted:
@@ -160,43 +197,21 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
 
 def _report(cfg: RayBindConfig, rank: int, world: int, step: int, progress: dict[str, Any], model: BindModel,
-            optimizer, scheduler, meter: _Meter, latest_val: dict[str, Any], val_batches, device) -> None:
+            optimizer, scheduler, meter: _Meter, latest_val: dict[str, Any]) -> None:
     """Metrics every `log_every` steps; with a checkpoint every `checkpoint_every` steps and at the end."""
-    final = step == cfg.train.steps
-    if final and rank == 0:
-        progress["val_after"] = _validate(model, val_batches, device)
     metrics = _metrics(step, progress, model, optimizer, meter, world, latest_val)
-    if final or (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0):
+    if step == cfg.train.steps or (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0):
         _report_with_checkpoint(rank, metrics, model, optimizer, scheduler, progress)
     else:
         ray.train.report(metrics)
 
 
-def apply_update(model: BindModel, modality: str, optimizer: torch.optim.Optimizer, scheduler) -> None:
-    """After a step's gradients: optimizer and schedule step, clear gradients, clamp the tower's temperature."""
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    model.tower(modality).clamp_logit_scale()
-
-
-def train_step(model: BindModel, tower, modality: str, batch: dict[str, torch.Tensor],
-                text_cache: dict[int, torch.Tensor], micro: int, accum: int, autocast) -> float:
-    """Forward/backward over `accum` micro-batches of one batch; DDP syncs on the last one only."""
-    pre = model.tower_config(modality).preprocess
-    total = 0.0
-    for index in range(accum):
-        rows = slice(index * micro, (index + 1) * micro)
-        sync = index == accum - 1 or not hasattr(tower, "no_sync")
-        with (contextlib.nullcontext() if sync else tower.no_sync()), autocast():
-            if index not in text_cache:
-                text_cache[index] = model.encode_text(batch["tokens"][rows].long())
-            inputs = tower_input(modality, batch[modality][rows], pre, train=True)
-            features = F.normalize(tower(inputs).float(), dim=-1)
-            loss = contrastive_loss(features, text_cache[index], model.tower(modality).logit_scale()) / accum
-        loss.backward()
-        total += float(loss.detach())
-    return total
+def train_step(model: BindModel, tower, modality: str, batch: dict[str, torch.Tensor], text: torch.Tensor,
+               micro: int, accumulation: str, autocast) -> float:
+    """Gradients of one step of `modality` over this batch (split into micro-batches; DDP syncs on the last)."""
+    inputs = tower_input(modality, batch[modality], model.tower_config(modality).preprocess, train=True)
+    return accumulate_gradients(model.tower(modality), inputs.split(micro), text.split(micro), accumulation,
+                                forward=tower, no_sync=getattr(tower, "no_sync", None), autocast=autocast)
 
 
 def _load_val(cfg: RayBindConfig, device: torch.device) -> list[dict[str, torch.Tensor]]:
@@ -208,37 +223,39 @@ def _load_val(cfg: RayBindConfig, device: torch.device) -> list[dict[str, torch.
         batch_size=cfg.train.val_batch_size, device="cpu")]
 
 
-def _validate(model: BindModel, val_batches: list[dict[str, torch.Tensor]], device: torch.device) -> dict[str, Any]:
+def _validate(model: BindModel, val_batches: list[dict[str, torch.Tensor]], device: torch.device,
+              autocast) -> dict[str, Any]:
     if not val_batches:
         return {}
-    return {m: retrieval_metrics(model, m, val_batches, device) for m in model.modalities}
+    with autocast():
+        return {m: retrieval_metrics(model, m, val_batches, device) for m in model.modalities}
 
 
 def _val_metrics(progress: dict[str, Any]) -> dict[str, float]:
     out = {}
-    for when in ("before", "after"):
-        for modality, values in progress.get(f"val_{when}", {}).items():
-            for key in ("val_r1", "val_loss"):
-                if key in values:
-                    out[f"{key}_{when}/{modality}"] = values[key]
-            if "chance" in values:
-                out[f"chance/{modality}"] = values["chance"]
+    for moment in (M.BEFORE, M.AFTER):
+        for modality, values in progress.get(f"val_{moment}", {}).items():
+            for name in M.VALIDATION:
+                if name in values:
+                    out[M.tower_key(name, modality, moment)] = values[name]
+            if M.CHANCE in values:
+                out[M.tower_key(M.CHANCE, modality)] = values[M.CHANCE]
     return out
 
 
 def _metrics(step: int, progress: dict[str, Any], model: BindModel, optimizer, meter: _Meter, world: int,
              latest_val: dict[str, Any]) -> dict[str, Any]:
-    metrics: dict[str, Any] = {"step": step, "epoch": progress["epoch"], **meter.summary(world)}
+    metrics: dict[str, Any] = {M.STEP: step, M.EPOCH: progress["epoch"], **meter.summary(world)}
     for group in optimizer.param_groups:  # named "<modality>/decay" and "<modality>/no_decay"
-        metrics[f"lr/{group['name'].split('/')[0]}"] = group["lr"]
+        metrics[M.tower_key(M.LR, group["name"].split("/")[0])] = group["lr"]
     for modality in model.modalities:
-        metrics[f"logit_scale/{modality}"] = float(model.logit_scale(modality).detach())
-        if modality in latest_val and "val_r1" in latest_val[modality]:
-            metrics[f"val_r1/{modality}"] = latest_val[modality]["val_r1"]
-            metrics[f"val_loss/{modality}"] = latest_val[modality]["val_loss"]
-    metrics["rows_first_pass"] = progress["rows_first_pass"]
-    metrics["val_rows"] = progress.get("val_rows", 0)
-    metrics["resumed_from"] = list(progress.get("resumed_from", []))
+        metrics[M.tower_key(M.LOGIT_SCALE, modality)] = float(model.logit_scale(modality).detach())
+        for name in M.VALIDATION:
+            if name in latest_val.get(modality, {}):
+                metrics[M.tower_key(name, modality)] = latest_val[modality][name]
+    metrics[M.ROWS_FIRST_PASS] = progress["rows_first_pass"]
+    metrics[M.VAL_ROWS] = progress.get("val_rows", 0)
+    metrics[M.RESUMED_FROM] = list(progress.get("resumed_from", []))
     metrics.update(_val_metrics(progress))
     return metrics
 

@@ -1,30 +1,38 @@
-"""Driver side of pretraining: streams in, a TorchTrainer out, and a summary that accounts for every row."""
+"""Driver side of pretraining, in three steps that pretraining, sweeps and cluster jobs share:
+
+- `prepare(cfg)`: storage probe, demo data, Ray, the resource check, the lazy train/val streams;
+- `fit(prepared, cfg)`: one Ray Train run (`TorchTrainer`) over those streams;
+- `summarize(prepared, cfg, result)`: counts that account for every row, metrics per tower, `summary.json`.
+
+`pretrain(cfg)` is the three in a row.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import ray
 import ray.train
 from ray.data import Dataset
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
+from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.v2.api.callback import UserCallback
 
+from raybind import metrics as M
 from raybind import quarantine, storage
 from raybind.config import RayBindConfig
 from raybind.demo_data import generate
+from raybind.errors import ResourceError, StorageError
 from raybind.pipeline import Stream, build_stream, check_counts
+from raybind.plan import check_fits, is_local
 from raybind.runtime import init_ray
 from raybind.train_loop import train_loop_per_worker
 
 log = logging.getLogger(__name__)
-
-
-class StorageError(ValueError):
-    """The run's storage cannot be written (fails before any training starts)."""
 
 
 class UnevenSplitDataConfig(DataConfig):
@@ -72,6 +80,12 @@ def _columns(cfg: RayBindConfig) -> list[str]:
     return [*cfg.data.modalities, "tokens"]
 
 
+def process_group_backend(use_gpu: bool) -> str:
+    """GPU workers get NCCL for the tensors on the GPU and gloo for the host-side agreement the loop
+    all-reduces on the CPU (an NCCL-only group raises "No backend type associated with device type cpu")."""
+    return "cpu:gloo,cuda:nccl" if use_gpu else "gloo"
+
+
 def _run_config(cfg: RayBindConfig, callbacks: Sequence[UserCallback]) -> RunConfig:
     fs, path = storage.resolve(cfg.storage)
     return RunConfig(
@@ -84,15 +98,60 @@ def build_trainer(cfg: RayBindConfig, train: Dataset, val: Dataset | None,
                   callbacks: Sequence[UserCallback] = ()) -> TorchTrainer:
     resources = {"CPU": cfg.train.cpus_per_worker}
     if cfg.train.use_gpu:
-        resources["GPU"] = 1
+        resources["GPU"] = cfg.train.gpus_per_worker
     datasets = {"train": train}
     if val is not None:
         datasets["val"] = val
     return TorchTrainer(
         train_loop_per_worker, train_loop_config={"cfg": cfg.model_dump(mode="json")},
+        torch_config=TorchConfig(backend=process_group_backend(cfg.train.use_gpu)),
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                      resources_per_worker=resources),
         run_config=_run_config(cfg, callbacks), datasets=datasets, dataset_config=UnevenSplitDataConfig())
+
+
+@dataclass
+class Prepared:
+    """Everything a Ray Train run needs that does not depend on training settings: built once, fitted
+    once (pretrain) or many times (a sweep's trials)."""
+
+    run_uri: str
+    train: Stream
+    val: Stream | None
+    started: float = field(default_factory=time.perf_counter)
+
+
+def check_cluster(cfg: RayBindConfig) -> None:
+    """Fail fast when a local cluster cannot hold the run (joined clusters may autoscale: only logged)."""
+    available = {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+    if is_local(cfg):
+        check_fits(cfg, available, "the local Ray cluster")
+        return
+    try:
+        check_fits(cfg, available, "the cluster as it is now")
+    except ResourceError as error:
+        log.warning("%s; waiting for the autoscaler to add nodes", error)
+
+
+def prepare(cfg: RayBindConfig, run_uri: str | None = None) -> Prepared:
+    """Storage probe, demo data, Ray, resource check, and the lazy streams (nothing decodes yet)."""
+    run_uri = run_uri or storage.join(storage.absolute(cfg.storage), cfg.name)
+    check_storage(run_uri)
+    ensure_demo_data(cfg)
+    init_ray(cfg)
+    check_cluster(cfg)
+    columns = _columns(cfg)
+    train = build_stream(cfg, cfg.data.train, storage.join(run_uri, "quarantine", "train"), shuffle=True,
+                         columns=columns)
+    val = build_stream(cfg, cfg.data.val, storage.join(run_uri, "quarantine", "val"),
+                       columns=columns) if cfg.data.val else None
+    return Prepared(run_uri, train, val)
+
+
+def fit(prepared: Prepared, cfg: RayBindConfig, callbacks: Sequence[UserCallback] = ()) -> ray.train.Result:
+    """One Ray Train run of `cfg` over the prepared streams (resumes from `<storage>/<name>` if it exists)."""
+    return build_trainer(cfg, prepared.train.dataset, prepared.val.dataset if prepared.val else None,
+                         callbacks).fit()
 
 
 def _checkpoint_uri(cfg: RayBindConfig, checkpoint: ray.train.Checkpoint | None) -> str | None:
@@ -105,8 +164,8 @@ def _checkpoint_uri(cfg: RayBindConfig, checkpoint: ray.train.Checkpoint | None)
     return storage.redact(f"{scheme}://{checkpoint.path}" + (f"?{query}" if query else ""))
 
 
-def _quarantined(stream: Stream) -> list[quarantine.QuarantinedRow]:
-    return quarantine.read_all(stream.quarantine_uri) if stream.quarantine_uri else []
+def _quarantined(stream: Stream | None) -> list[quarantine.QuarantinedRow]:
+    return quarantine.read_all(stream.quarantine_uri) if stream is not None and stream.quarantine_uri else []
 
 
 def _ingest_counts(stream: Stream, quarantined: int, rows_out: int | None) -> dict[str, Any]:
@@ -121,17 +180,29 @@ def _ingest_counts(stream: Stream, quarantined: int, rows_out: int | None) -> di
     return counts
 
 
-def _per_modality(cfg: RayBindConfig, metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
-    out = {}
-    for modality in cfg.data.modalities:
-        row = {}
-        for key, name in (("val_r1_before", "val_r1_before"), ("val_r1_after", "val_r1_after"),
-                          ("val_loss_before", "val_loss_before"), ("val_loss_after", "val_loss_after"),
-                          ("chance", "chance"), ("loss", "train_loss"), ("logit_scale", "logit_scale")):
-            if f"{key}/{modality}" in metrics:
-                row[name] = metrics[f"{key}/{modality}"]
-        out[modality] = row
-    return out
+def summarize(prepared: Prepared, cfg: RayBindConfig, result: ray.train.Result) -> dict[str, Any]:
+    """The job summary (also `<run_dir>/summary.json`) and `quarantine.jsonl` beside it."""
+    metrics = dict(result.metrics or {})
+    bad = {"train": _quarantined(prepared.train), "val": _quarantined(prepared.val)}
+    summary: dict[str, Any] = {
+        "run_dir": storage.redact(prepared.run_uri),
+        "checkpoint": _checkpoint_uri(cfg, result.checkpoint),
+        "steps": metrics.get(M.STEP),
+        "epochs_completed": metrics.get(M.EPOCH),
+        "resumed_from": metrics.get(M.RESUMED_FROM, []),
+        **_ingest_counts(prepared.train, len(bad["train"]), metrics.get(M.ROWS_FIRST_PASS)),
+        "metrics": M.per_tower(metrics, cfg.data.modalities),
+        "samples_per_s": metrics.get(M.SAMPLES_PER_S),
+        "data_wait_frac": metrics.get(M.DATA_WAIT_FRAC),
+        "wall_s": round(time.perf_counter() - prepared.started, 1),
+        "config_hash": cfg.hash(),
+    }
+    if prepared.val is not None:
+        summary["val_ingest"] = _ingest_counts(prepared.val, len(bad["val"]), metrics.get(M.VAL_ROWS))
+    lines = [json.dumps({**r.__dict__, "split": split}) + "\n" for split, rows in bad.items() for r in rows]
+    storage.write_text(storage.join(prepared.run_uri, quarantine.QUARANTINE_FILE), "".join(lines))
+    storage.write_text(storage.join(prepared.run_uri, "summary.json"), json.dumps(summary, indent=2, sort_keys=True))
+    return summary
 
 
 def pretrain(cfg: RayBindConfig, callbacks: Sequence[UserCallback] = ()) -> dict[str, Any]:
@@ -139,36 +210,5 @@ def pretrain(cfg: RayBindConfig, callbacks: Sequence[UserCallback] = ()) -> dict
 
     `callbacks` are Ray Train user callbacks (run on the controller), e.g. for sweeps or alerts.
     """
-    started = time.perf_counter()
-    run_uri = storage.join(storage.absolute(cfg.storage), cfg.name)
-    check_storage(run_uri)
-    ensure_demo_data(cfg)
-    init_ray(cfg)
-    columns = _columns(cfg)
-    train = build_stream(cfg, cfg.data.train, storage.join(run_uri, "quarantine", "train"), shuffle=True,
-                         columns=columns)
-    val = build_stream(cfg, cfg.data.val, storage.join(run_uri, "quarantine", "val"),
-                       columns=columns) if cfg.data.val else None
-    result = build_trainer(cfg, train.dataset, val.dataset if val else None, callbacks).fit()
-    metrics = dict(result.metrics or {})
-    bad = {"train": _quarantined(train), "val": _quarantined(val) if val is not None else []}
-    ingest = _ingest_counts(train, len(bad["train"]), metrics.get("rows_first_pass"))
-    summary: dict[str, Any] = {
-        "run_dir": storage.redact(run_uri),
-        "checkpoint": _checkpoint_uri(cfg, result.checkpoint),
-        "steps": metrics.get("step"),
-        "epochs_completed": metrics.get("epoch"),
-        "resumed_from": metrics.get("resumed_from", []),
-        **ingest,
-        "metrics": _per_modality(cfg, metrics),
-        "samples_per_s": metrics.get("samples_per_s"),
-        "data_wait_frac": metrics.get("data_wait_frac"),
-        "wall_s": round(time.perf_counter() - started, 1),
-        "config_hash": cfg.hash(),
-    }
-    if val is not None:
-        summary["val_ingest"] = _ingest_counts(val, len(bad["val"]), metrics.get("val_rows"))
-    lines = [json.dumps({**r.__dict__, "split": split}) + "\n" for split, rows in bad.items() for r in rows]
-    storage.write_text(storage.join(run_uri, quarantine.QUARANTINE_FILE), "".join(lines))
-    storage.write_text(storage.join(run_uri, "summary.json"), json.dumps(summary, indent=2, sort_keys=True))
-    return summary
+    prepared = prepare(cfg)
+    return summarize(prepared, cfg, fit(prepared, cfg, callbacks))

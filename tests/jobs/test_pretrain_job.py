@@ -70,3 +70,24 @@ def test_ray_job_submit_runs_pretrain_on_a_local_head(demo, tmp_path):
         assert Path(summary["checkpoint"], "raybind.json").is_file()
     finally:
         subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def test_dry_run_prints_the_plan_of_an_l14_recipe_without_starting_anything():
+    result = subprocess.run([sys.executable, "jobs/pretrain.py", "--config", "configs/languagebind_video_l14.yaml",
+                             "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    plan = json.loads(result.stdout.strip().splitlines()[-1])
+    assert plan["towers"]["video"]["trainable_params"] == plan["trainable_params"] == 4_130_817
+    assert (plan["global_batch"], plan["negatives_per_step"]) == (640, 639)  # 10 x accum 4 x 16 GPUs, cached
+    assert plan["resources"]["train"] == {"workers": 16, "CPU": 8.0, "GPU": 1.0}
+    assert plan["resources"]["total"]["GPU"] == 16.0
+    assert "global batch 640" in result.stderr and "Started a local Ray" not in result.stderr
+
+
+def test_dry_run_of_a_local_config_that_cannot_fit_exits_2_with_what_is_short():
+    result = subprocess.run([sys.executable, "jobs/pretrain.py", "--config", "configs/quickstart.yaml", "--dry-run",
+                             "--set", "train.use_gpu=true", "--set", "train.num_workers=4"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "this machine cannot run this config: it needs" in result.stderr
+    assert "train: 4 workers x 0.5 CPU, 1 GPU" in result.stderr

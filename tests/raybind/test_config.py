@@ -1,6 +1,9 @@
-import pytest
+from pathlib import Path
 
-from raybind.config import ConfigError, load_config, validate
+import pytest
+import yaml
+
+from raybind.config import ConfigError, SynthesisSettings, load_config, validate
 
 BASE = {"name": "x", "data": {"train": "m.jsonl", "modalities": ["video", "audio"]}}
 
@@ -55,8 +58,56 @@ def test_towers_must_be_listed_modalities():
         validate({**BASE, "model": {"towers": {"depth": {"mask_ratio": 0.5}}}})
 
 
-def test_shipped_configs_validate():
-    from pathlib import Path
+def _shipped() -> tuple[list[Path], set[str]]:
+    paths = sorted(Path("configs").glob("*.yaml"))
+    bases = {yaml.safe_load(p.read_text()).get("extends") for p in paths} - {None}
+    return paths, bases
 
-    for path in sorted(Path("configs").glob("*.yaml")):
-        load_config(path)
+
+def test_shipped_configs_validate():
+    """Every config a user launches validates; a base file is validated through the recipes extending it."""
+    paths, bases = _shipped()
+    assert bases == {"languagebind_l14.yaml"}
+    for path in paths:
+        if path.name not in bases:
+            load_config(path)
+
+
+def test_l14_recipes_overlay_one_base_with_only_their_own_settings():
+    recipes = {m: load_config(f"configs/languagebind_{m}_l14.yaml") for m in ("video", "audio", "depth", "thermal")}
+    for modality, cfg in recipes.items():
+        assert cfg.data.modalities == (modality,) and cfg.model.preset == "vit-l-14"
+        assert set(cfg.model.towers) == {modality} and cfg.model.towers[modality].grad_checkpointing
+        assert cfg.train.use_gpu and cfg.train.accumulation == "cached"
+        assert 640 <= cfg.train.batch_size * cfg.train.grad_accum * cfg.train.num_workers <= 1024
+    video = recipes["video"]
+    assert (video.train.batch_size, video.train.grad_accum) == (10, 4)  # LanguageBind's per-GPU video layout
+    assert video.data.depth == SynthesisSettings() and video.data.thermal == SynthesisSettings()
+    assert recipes["depth"].data.depth.model == "vinvino02/glpn-nyu"
+
+
+def test_extends_merges_mappings_and_reports_a_missing_or_looping_base(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: b\nseed: 3\ndata: {train: m.jsonl, modalities: [video]}\n"
+                                        "train: {steps: 9, batch_size: 4}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nname: c\ntrain: {steps: 2}\n"
+                                         "data: {modalities: [audio]}\n")
+    cfg = load_config(tmp_path / "child.yaml", ["train.batch_size=6"])
+    assert (cfg.name, cfg.seed, cfg.train.steps, cfg.train.batch_size) == ("c", 3, 2, 6)
+    assert cfg.data.train == "m.jsonl" and cfg.data.modalities == ("audio",)
+    (tmp_path / "orphan.yaml").write_text("extends: nowhere.yaml\nname: o\n")
+    with pytest.raises(ConfigError, match=r"config file not found: .*nowhere.yaml \(extended by .*orphan.yaml\)"):
+        load_config(tmp_path / "orphan.yaml")
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_training_settings_validate():
+    with pytest.raises(ConfigError, match=r"train\.accumulation: Input should be 'cached' or 'plain'"):
+        validate({**BASE, "train": {"accumulation": "sum"}})
+    with pytest.raises(ConfigError, match=r"train\.gpus_per_worker: Input should be less than or equal to 1"):
+        validate({**BASE, "train": {"gpus_per_worker": 2}})
+    cfg = validate({**BASE, "train": {"use_gpu": True}})
+    assert cfg.compile_enabled() and not validate({**BASE, "train": {"use_gpu": True, "compile": "off"}}).compile_enabled()
+    assert not validate(BASE).compile_enabled()

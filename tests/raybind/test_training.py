@@ -133,3 +133,14 @@ def test_killed_workers_restore_from_checkpoint_and_finish_with_two_ddp_ranks(ra
     assert _adam_steps(Path(result["checkpoint"])) == [6]
     assert (result["rows_in"], result["rows_out"], result["rows_quarantined"]) == (17, 16, 1)
     assert (Path(result["checkpoint"]) / "video" / "adapter_model.safetensors").is_file()
+
+
+def test_a_run_the_local_cluster_cannot_hold_fails_before_training(ray_cluster, demo, tmp_path):
+    """The session cluster has 4 CPUs and 1 GPU: three one-GPU workers would wait forever; instead the
+    run stops at once and says what is short."""
+    from raybind.errors import ResourceError
+
+    cfg = _cfg(demo, str(tmp_path / "runs"), "toobig", num_workers=3, use_gpu=True)
+    with pytest.raises(ResourceError, match=r"the local Ray cluster cannot run this config: it needs 3 GPU \(has 1\)"):
+        pretrain(cfg)
+    assert not (tmp_path / "runs" / "toobig" / "summary.json").exists()

@@ -14,7 +14,8 @@ from raybind.bench.clips import write_manifest
 from raybind.config import RayBindConfig, validate
 from raybind.demo_data import generate
 from raybind.pipeline import build_stream
-from raybind.train_loop import apply_update, train_step
+from encoders.step import apply_update
+from raybind.train_loop import train_step
 from raybind.trainer import pretrain
 
 
@@ -41,8 +42,10 @@ def _plain_loop(cfg: RayBindConfig, batches: list[dict[str, torch.Tensor]]) -> f
         if step == half:
             start = time.perf_counter()
         batch = batches[step % len(batches)]
-        train_step(model, model.tower("video"), "video", batch, {}, cfg.train.batch_size, 1, contextlib.nullcontext)
-        apply_update(model, "video", optimizer, scheduler)
+        text = model.encode_text(batch["tokens"].long())
+        train_step(model, model.tower("video"), "video", batch, text, cfg.train.batch_size, cfg.train.accumulation,
+                   contextlib.nullcontext)
+        apply_update(model.tower("video"), optimizer, scheduler)
     return (cfg.train.steps - half) * cfg.train.batch_size / (time.perf_counter() - start)
 
 

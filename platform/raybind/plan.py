@@ -1,0 +1,101 @@
+"""What a run asks of the cluster and of the model, computed without running it.
+
+`jobs/pretrain.py --dry-run` prints this plan; `raybind.trainer.prepare` checks the same resource request
+against a local cluster before anything starts, because Ray would otherwise wait forever for a GPU or
+CPU that a single machine does not have (no autoscaler will ever add it).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from raybind.config import RayBindConfig
+from raybind.errors import ResourceError
+from raybind.pipeline import synthesis_settings
+
+
+def resource_request(cfg: RayBindConfig) -> dict[str, Any]:
+    """Logical CPUs/GPUs per part of the run, and their sum (what must fit at once)."""
+    train = {"workers": cfg.train.num_workers, "CPU": cfg.train.cpus_per_worker,
+             "GPU": cfg.train.gpus_per_worker if cfg.train.use_gpu else 0.0}
+    pool, decode = cfg.data.synthesis, cfg.data.decode
+    parts: dict[str, Any] = {"train": train}
+    if synthesis_settings(cfg):
+        parts["synthesis"] = {"actors": pool.actors, "CPU": pool.num_cpus, "GPU": pool.num_gpus}
+    if not synthesis_settings(cfg) or pool.num_gpus > 0:  # decode runs as its own CPU tasks: one must fit
+        parts["decode"] = {"tasks": 1, "CPU": decode.num_cpus, "GPU": 0.0}
+    total = {"CPU": 0.0, "GPU": 0.0}
+    for part in parts.values():
+        count = part.get("workers", part.get("actors", part.get("tasks", 1)))
+        for kind in total:
+            total[kind] += count * part[kind]
+    parts["total"] = {k: round(v, 3) for k, v in total.items()}
+    return parts
+
+
+def _describe(request: dict[str, Any]) -> str:
+    lines = []
+    for name, part in request.items():
+        if name == "total":
+            continue
+        count_key = next(k for k in ("workers", "actors", "tasks") if k in part)
+        lines.append(f"{name}: {part[count_key]} {count_key} x {part['CPU']:g} CPU, {part['GPU']:g} GPU")
+    return "; ".join(lines)
+
+
+def check_fits(cfg: RayBindConfig, available: dict[str, float], where: str) -> None:
+    """Raise `ResourceError` when the run's request cannot be placed on `available` (a single node)."""
+    request = resource_request(cfg)
+    short = [f"{need:g} {kind} (has {available.get(kind, 0.0):g})" for kind, need in request["total"].items()
+             if need > available.get(kind, 0.0) + 1e-9]
+    if cfg.train.use_gpu and cfg.train.gpus_per_worker > available.get("GPU", 0.0):
+        short.append(f"{cfg.train.gpus_per_worker:g} GPU per training worker (has {available.get('GPU', 0.0):g})")
+    if short:
+        raise ResourceError(
+            f"{where} cannot run this config: it needs {', '.join(short)} [{_describe(request)}]. Lower "
+            "train.num_workers / train.cpus_per_worker / train.gpus_per_worker or data.synthesis.actors / "
+            "num_cpus / num_gpus, set train.use_gpu: false, or run on a cluster that has them")
+
+
+def local_machine_resources(cfg: RayBindConfig) -> dict[str, float]:
+    """What a local Ray started for this config would have: `ray.num_cpus` (or every core) and the GPUs."""
+    import torch
+
+    cpus = cfg.ray.num_cpus if cfg.ray.num_cpus is not None else float(os.cpu_count() or 1)
+    return {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())}
+
+
+def is_local(cfg: RayBindConfig) -> bool:
+    """A run that starts its own Ray on this machine (no cluster address given or inherited)."""
+    return cfg.ray.address is None and not os.environ.get("RAY_ADDRESS")
+
+
+def training_plan(cfg: RayBindConfig) -> dict[str, Any]:
+    """Towers, trainable parameters, batch layout and resources: the `--dry-run` summary."""
+    from encoders.model import parameter_counts
+
+    counts = parameter_counts(cfg.model_config_for_encoders())
+    micro, accum, workers = cfg.train.batch_size, cfg.train.grad_accum, cfg.train.num_workers
+    global_batch = micro * accum * workers
+    seen_together = global_batch if cfg.train.accumulation == "cached" else micro * workers
+    towers = {m: {"trainable_params": c["trainable"], "total_params": c["total"],
+                  "mask_ratio": t.mask_ratio, "lora_rank": t.lora.r if t.lora else None,
+                  "grad_checkpointing": cfg.tower_fields(m).grad_checkpointing, "lr": cfg.learning_rates()[m]}
+              for (m, c), t in zip(counts.items(), cfg.model_config_for_encoders().towers)}
+    plan: dict[str, Any] = {
+        "name": cfg.name, "preset": cfg.model.preset, "towers": towers,
+        "trainable_params": sum(c["trainable"] for c in counts.values()),
+        "batch": {"per_worker": micro, "grad_accum": accum, "workers": workers, "accumulation": cfg.train.accumulation},
+        "global_batch": global_batch, "negatives_per_step": seen_together - 1,
+        "steps": cfg.train.steps, "compile": cfg.compile_enabled(),
+        "resources": resource_request(cfg), "config_hash": cfg.hash(),
+    }
+    if is_local(cfg):
+        available = local_machine_resources(cfg)
+        plan["local_resources"] = available
+        check_fits(cfg, available, "this machine")
+        plan["fits"] = True
+    else:
+        plan["fits"] = "decided by the cluster (its autoscaler may add nodes)"
+    return plan
