@@ -14,7 +14,6 @@ get a `cpu:gloo,cuda:nccl` process group (`raybind.trainer.process_group_backend
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import time
 from collections import defaultdict
@@ -27,8 +26,7 @@ import torch
 import torch.distributed as dist
 
 from encoders import BindModel
-from encoders.lora import cast_frozen_weights
-from encoders.optim import build_optimizer, cosine_with_warmup, parameter_groups
+from encoders.optim import cosine_with_warmup
 from encoders.step import accumulate_gradients, apply_update
 from raybind import metrics as M
 from raybind.batches import tower_input
@@ -36,6 +34,7 @@ from raybind.config import RayBindConfig
 from raybind.evaluation import retrieval_metrics
 from raybind.schedule import modality_sequence
 from raybind.train_state import load_training_checkpoint, save_training_checkpoint
+from raybind.worker_model import autocast_for, build_model, build_worker_optimizer
 
 
 def _all_reduce(value: float, op=dist.ReduceOp.SUM) -> float:
@@ -97,28 +96,6 @@ class _Batches:
         return batch
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on GPUs, plain fp32 on CPUs."""
-    if device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
-def build_model(cfg: RayBindConfig, device: torch.device) -> BindModel:
-    """The model as this worker trains it: activation checkpointing and `torch.compile` per the config,
-    frozen weights in bf16 on GPUs (they only ever meet bf16 autocast there; trained ones stay fp32)."""
-    model = BindModel(cfg.model_config_for_encoders())
-    if device.type == "cuda":
-        cast_frozen_weights(model, torch.bfloat16)
-    model = model.to(device).train()
-    for modality in model.modalities:
-        backbone = model.tower(modality).backbone
-        backbone.set_grad_checkpointing(cfg.tower_fields(modality).grad_checkpointing)
-        if cfg.compile_enabled():
-            backbone.compile_blocks(dynamic=False)
-    return model
-
-
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg = RayBindConfig.model_validate(loop_config["cfg"])
     context = ray.train.get_context()
@@ -129,10 +106,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     model = build_model(cfg, device)
     wrapped = {m: ray.train.torch.prepare_model(model.tower(m), move_to_device=False) for m in model.modalities}
-    optimizer = build_optimizer(parameter_groups(model.towers, cfg.learning_rates(), cfg.train.weight_decay),
-                                fused=device.type == "cuda")
+    optimizer = build_worker_optimizer(cfg, model, device)
     scheduler = cosine_with_warmup(optimizer, cfg.train.warmup_steps, cfg.train.steps)
-    autocast = _autocast(device)
+    autocast = autocast_for(device)
 
     progress: dict[str, Any] = {"step": 0, "epoch": 0, "val_before": {}, "val_after": {}, "rows_first_pass": None,
                                 "resumed_from": []}

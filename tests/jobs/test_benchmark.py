@@ -11,7 +11,7 @@ pytestmark = pytest.mark.timeout(600)
 
 def test_every_suite_reports_its_ratios(tmp_path):
     result = subprocess.run(
-        [sys.executable, "jobs/benchmark.py", "--suite", "masking,lora,ingest,streaming_memory,train_overhead,gpu",
+        [sys.executable, "jobs/benchmark.py", "--suite", "masking,lora,ingest,streaming_memory,train_overhead,gpu,gpu_train",
          "--workdir", str(tmp_path), "--preset", "tiny", "--batch", "2", "--steps", "1",
          "--clips-per-resolution", "1", "--clip-seconds", "1", "--repeats", "1", "--memory-rows", "2",
          "--overhead-steps", "4"],
@@ -31,5 +31,28 @@ def test_every_suite_reports_its_ratios(tmp_path):
     memory = suites["streaming_memory"]
     assert (memory["n"]["rows"], memory["10n"]["rows"]) == (2, 20) and memory["ratio"] > 0
     assert suites["train_overhead"]["ratio"] > 0
-    assert suites["gpu"] == {"skipped": "no CUDA device", "suite_seconds": suites["gpu"]["suite_seconds"]} or \
-        "tower_samples_per_s" in suites["gpu"]
+    for gpu_suite, figure in (("gpu", "towers"), ("gpu_train", "ratio")):
+        result = suites[gpu_suite]
+        assert result == {"skipped": "no CUDA device", "suite_seconds": result["suite_seconds"]} or figure in result
+
+
+def test_recipe_tower_step_runs_the_workers_model_and_counts_flops():
+    """The gpu suite's per-recipe measurement, on the CPU with the recipe shrunk to the tiny preset."""
+    import torch
+
+    from raybind.bench.gpu_suites import forward_flops_per_sample, recipe, tower_step_figures
+    from raybind.worker_model import build_model
+
+    tiny = ["model.preset=tiny", "model.text={kind: hf, name: all-minilm-l6-v2}", "train.batch_size=2",
+            "train.use_gpu=false"]
+    cfg = recipe("video", tiny)
+    figures = tower_step_figures(cfg, steps=1, device=torch.device("cpu"), peak_tflops=1.0)
+    assert (figures["batch"], figures["grad_accum"], figures["grad_checkpointing"]) == (2, 4, True)
+    assert figures["samples_per_s"] > 0 and 0 < figures["mfu"] < 1
+    model = build_model(cfg, torch.device("cpu"))
+    backbone = model.tower("video").backbone
+    width, layers, frames = 128, len(backbone.blocks), 8
+    tokens = int(backbone.num_patches * 0.7) + 1  # mask 0.3 keeps 70% of the patches, plus CLS
+    spatial = frames * layers * (24 * tokens * width ** 2 + 4 * tokens ** 2 * width)
+    temporal = layers * (8 * frames * tokens * width ** 2 + 4 * frames ** 2 * tokens * width)
+    assert forward_flops_per_sample(cfg, model, "video") == spatial + temporal

@@ -1,4 +1,4 @@
-"""Tower suites without Ray: token masking speed-up, LoRA vs full fine-tuning, and the GPU suite."""
+"""Tower suites without Ray: token masking speed-up and LoRA vs full fine-tuning (GPU suites: gpu_suites)."""
 
 from __future__ import annotations
 
@@ -94,39 +94,3 @@ def lora_suite(preset: str, batch: int, steps: int) -> dict:
     return {"preset": preset, "batch": batch, "steps": steps, **out,
             "step_time_ratio": round(out["lora"]["step_s"] / out["full"]["step_s"], 3),
             "peak_memory_ratio": round(out["lora"]["peak_rss_mib"] / out["full"]["peak_rss_mib"], 3)}
-
-
-def _vit_flops_per_sample(tokens: int, width: int, layers: int) -> float:
-    """Forward FLOPs of the transformer blocks: 24*T*D^2 (projections + MLP) + 4*T^2*D (attention) per layer."""
-    return layers * (24 * tokens * width ** 2 + 4 * tokens ** 2 * width)
-
-
-def gpu_suite(batch: int = 64, steps: int = 10, peak_tflops: float | None = None) -> dict:
-    """ViT-L/14 tower (LoRA r=2, mask 0.5, bf16) samples/s and MFU; glpn-nyu-sized depth synthesis frames/s."""
-    if not torch.cuda.is_available():
-        return {"skipped": "no CUDA device"}
-    device = torch.device("cuda")
-    model = _tower_model("vit-l-14", 0.5, lora=True).to(device)
-    rate = _samples_per_s(model, batch, steps, device, torch.bfloat16)
-    backbone = model.tower("depth").backbone
-    width, layers = backbone.blocks[0].attn.q_proj.base_layer.in_features, len(backbone.blocks)
-    kept = int(backbone.num_patches * 0.5) + 1
-    flops = 3 * _vit_flops_per_sample(kept, width, layers) * rate
-    name = torch.cuda.get_device_name(0)
-    peak = peak_tflops or (989.0 if ("H100" in name or "H200" in name) else None)
-    from transformers import GLPNForDepthEstimation, GLPNImageProcessor
-
-    from encoders.synthesis import DepthSynthesizer, glpn_nyu_config
-
-    glpn = GLPNForDepthEstimation(glpn_nyu_config()).to(device).half()
-    synth = DepthSynthesizer.from_model(glpn, GLPNImageProcessor(), device=device)
-    frames = torch.randint(0, 255, (32, 480, 640, 3), dtype=torch.uint8).numpy()
-    synth(frames)
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(3):
-        synth(frames)
-    torch.cuda.synchronize()
-    return {"device": name, "tower_samples_per_s": round(rate, 2), "model_tflops": round(flops / 1e12, 2),
-            "mfu": round(flops / (peak * 1e12), 4) if peak else None,
-            "depth_frames_per_s": round(3 * len(frames) / (time.perf_counter() - start), 1)}
