@@ -31,8 +31,9 @@ def config_hash(config: ModelConfig) -> str:
 
 def _non_adapter_trained(model: BindModel, modality: str) -> dict:
     tower = model.tower(modality)
+    # the temperature is saved learned or fixed: it is the tower's, whatever the training settings were
     return {name: p.detach().cpu().contiguous() for name, p in tower.named_parameters()
-            if p.requires_grad and "lora_" not in name}
+            if (p.requires_grad or name == "log_logit_scale") and "lora_" not in name}
 
 
 def save_model(model: BindModel, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:

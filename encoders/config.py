@@ -56,19 +56,28 @@ class LoraSettings:
 
 @dataclass(frozen=True)
 class TowerConfig:
-    """One modality tower. `lora=None` means full fine-tuning of the transformer blocks."""
+    """One modality tower. `lora=None` means full fine-tuning of the transformer blocks.
+
+    `mask_ratio`, `temperature` (initial) and `learn_temperature` are training settings: they shape how the
+    tower trains, not what it is, so they stay out of `to_dict()` (the checkpoint's model identity and
+    config hash) and out of equality. A sweep over them trains one model identity.
+    """
 
     modality: str
-    mask_ratio: float = 0.0
+    mask_ratio: float = field(default=0.0, compare=False)
     lora: LoraSettings | None = field(default_factory=LoraSettings)
     temporal: str = "attention"  # video only: "attention" (LanguageBind) or "mean" (frame average only)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    temperature: float = field(default=C.TEMPERATURE_INIT, compare=False)   # logit scale starts at 1/temperature
+    learn_temperature: bool = field(default=True, compare=False)            # False: fixed at `temperature`
 
     def __post_init__(self) -> None:
         if self.modality not in C.MODALITIES:
             raise ValueError(f"unknown modality {self.modality!r}; valid: {list(C.MODALITIES)}")
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"{self.modality}.mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if self.temperature <= 0:
+            raise ValueError(f"{self.modality}.temperature must be positive, got {self.temperature}")
         if self.temporal not in ("attention", "mean"):
             raise ValueError(f"{self.modality}.temporal must be 'attention' or 'mean', got {self.temporal!r}")
 
@@ -87,7 +96,6 @@ class TowerConfig:
     def to_dict(self) -> dict[str, Any]:
         return {
             "modality": self.modality,
-            "mask_ratio": self.mask_ratio,
             "lora": None if self.lora is None else dataclasses.asdict(self.lora),
             "temporal": self.temporal,
             "preprocess": self.preprocess.to_dict(),

@@ -26,7 +26,8 @@ DEPTH_MAX_M = 10.0
 VIDEO_NUM_FRAMES = 8
 
 # Logit scale: CLIP init ln(1/0.07), clamped to [0, ln 100].
-LOGIT_SCALE_INIT = math.log(1 / 0.07)
+TEMPERATURE_INIT = 0.07  # CLIP / LanguageBind initial temperature (--init-temp)
+LOGIT_SCALE_INIT = math.log(1 / TEMPERATURE_INIT)
 LOGIT_SCALE_MAX = math.log(100.0)
 
 # Per-modality LanguageBind recipe: token mask ratio, LoRA rank, learning rate.

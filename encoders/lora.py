@@ -50,7 +50,7 @@ def prepare_tower(tower: ModalityTower) -> ModalityTower:
         inject_adapter_in_model(lora_config(tower.config), tower.backbone)
     for name, param in tower.backbone.named_parameters():
         param.requires_grad = _trains(name, lora=tower.config.lora is not None)
-    tower.log_logit_scale.requires_grad = True
+    tower.log_logit_scale.requires_grad = tower.config.learn_temperature
     return tower
 
 

@@ -4,6 +4,7 @@ spectrogram position grids) and adapted with LoRA."""
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -144,7 +145,7 @@ class ModalityTower(nn.Module):
             input_hw = (pre.image_size, pre.image_size)
         temporal = pre.num_frames if config.modality == "video" and config.temporal == "attention" else 0
         self.backbone = VisionBackbone(copy.deepcopy(visual), input_hw, temporal_frames=temporal)
-        self.log_logit_scale = nn.Parameter(torch.tensor(C.LOGIT_SCALE_INIT))
+        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)))
 
     @property
     def modality(self) -> str:

@@ -91,7 +91,10 @@ class LoraFields(_Strict):
 
 
 class TowerFields(_Strict):
-    mask_ratio: float | None = Field(default=None, ge=0, lt=1)
+    # training settings (not part of the checkpoint's model identity)
+    mask_ratio: float | None = Field(default=None, ge=0, lt=1)          # None: LanguageBind's ratio
+    temperature: float = Field(default=C.TEMPERATURE_INIT, gt=0, le=1)  # initial; logit scale = 1/temperature
+    learn_temperature: bool = True                                      # False: fixed at `temperature`
     lora: LoraFields | None | Literal["default"] = "default"   # null: full fine-tuning
     lr: float | None = Field(default=None, gt=0)
     temporal: Literal["attention", "mean"] = "attention"
@@ -143,6 +146,43 @@ class TrainSettings(_Strict):
     val_batch_size: int = Field(default=64, ge=2)
 
 
+class SearchDomain(_Strict):
+    """One parameter's values in a sweep: exactly one of these."""
+
+    grid: list[Any] | None = None                      # every value, crossed with the other grids
+    choice: list[Any] | None = None                    # sampled uniformly, num_samples times
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "SearchDomain":
+        given = [k for k in ("grid", "choice", "uniform", "loguniform") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of grid, choice, uniform, loguniform (got {given or 'none'})")
+        for key in ("uniform", "loguniform"):
+            bounds = getattr(self, key)
+            if bounds is not None and not (bounds[0] < bounds[1] and (key == "uniform" or bounds[0] > 0)):
+                raise ValueError(f"{key} needs [low, high] with low < high{' and low > 0' if key == 'loguniform' else ''}")
+        return self
+
+    def candidates(self) -> list[Any]:
+        """Values that must each make a valid config (every listed value, or the range's ends)."""
+        return list(self.grid or self.choice or self.uniform or self.loguniform)
+
+
+class SweepSettings(_Strict):
+    """A Ray Tune search over config fields; see `raybind.sweep`."""
+
+    space: dict[str, SearchDomain] = Field(min_length=1)   # dotted config path -> values
+    metric: str = "val_r1_mean"      # a reported metric name (raybind.metrics), e.g. val_r1/video, val_loss/audio
+    mode: Literal["max", "min"] = "max"
+    scheduler: Literal["asha", "fifo"] = "asha"
+    grace_period: int | None = Field(default=None, ge=1)   # ASHA: steps before stopping anything (default val_every)
+    reduction_factor: float = Field(default=2.0, gt=1)
+    num_samples: int = Field(default=1, ge=1)
+    max_concurrent_trials: int = Field(default=1, ge=1)
+
+
 class RayBindConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     storage: str = "./runs"
@@ -151,12 +191,15 @@ class RayBindConfig(_Strict):
     data: DataSettings
     model: ModelFields = ModelFields()
     train: TrainSettings = TrainSettings()
+    sweep: SweepSettings | None = None
 
     @model_validator(mode="after")
     def _towers_cover_modalities(self) -> "RayBindConfig":
         extra = sorted(set(self.model.towers) - set(self.data.modalities))
         if extra:
             raise ValueError(f"model.towers has {extra} which data.modalities does not list")
+        if self.sweep is not None and self.sweep.metric.startswith("val") and not self.data.val:
+            raise ValueError(f"sweep.metric {self.sweep.metric} needs validation data: set data.val")
         return self
 
     def model_config_for_encoders(self) -> ModelConfig:
@@ -177,7 +220,8 @@ class RayBindConfig(_Strict):
             towers.append(TowerConfig(
                 modality=modality,
                 mask_ratio=paper.mask_ratio if fields.mask_ratio is None else fields.mask_ratio,
-                lora=lora, temporal=fields.temporal, preprocess=pre))
+                lora=lora, temporal=fields.temporal, preprocess=pre, temperature=fields.temperature,
+                learn_temperature=fields.learn_temperature))
         text = TextConfig(kind=self.model.text.kind, name=self.model.text.name,
                           context_length=self.model.text.context_length, projection_dim=self.model.text.projection_dim)
         return ModelConfig(preset=self.model.preset, pretrained=self.model.pretrained, init_seed=self.model.init_seed,
@@ -199,7 +243,8 @@ class RayBindConfig(_Strict):
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c` in a config tree, creating sections on the way."""
     keys = dotted.split(".")
     node = tree
     for key in keys[:-1]:
@@ -229,9 +274,39 @@ def format_validation_error(error: ValidationError) -> str:
 
 def validate(tree: dict[str, Any]) -> RayBindConfig:
     try:
-        return RayBindConfig.model_validate(tree)
+        cfg = RayBindConfig.model_validate(tree)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error)) from None
+    if cfg.sweep is not None:
+        _check_search_space(cfg)
+    return cfg
+
+
+# A sweep builds its data once and names its own trials and storage: these cannot vary per trial.
+_FIXED_IN_A_SWEEP = ("data", "sweep", "name", "storage", "ray")
+
+
+def _check_search_space(cfg: RayBindConfig) -> None:
+    """Every path of `sweep.space` must be a real field and each value valid there: fail before anything runs."""
+    base = cfg.model_dump(mode="json")
+    base.pop("sweep")
+    problems = []
+    for path, domain in cfg.sweep.space.items():
+        if path.split(".")[0] in _FIXED_IN_A_SWEEP:
+            problems.append(f"sweep.space.{path}: cannot be searched (data is built once per sweep; "
+                            f"{', '.join(_FIXED_IN_A_SWEEP)} are fixed)")
+            continue
+        for value in domain.candidates():
+            tree = copy.deepcopy(base)
+            try:
+                set_dotted(tree, path, value)
+                RayBindConfig.model_validate(tree)
+            except (ConfigError, ValidationError) as error:
+                reason = format_validation_error(error) if isinstance(error, ValidationError) else str(error)
+                problems.append(f"sweep.space.{path}: value {value!r}: {reason.replace(chr(10), ' ')}")
+                break
+    if problems:
+        raise ConfigError("invalid sweep:\n  " + "\n  ".join(problems))
 
 
 EXTENDS = "extends"  # a config may name a base file (relative to itself) that it overlays
@@ -271,5 +346,5 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     relative to the working dir."""
     tree = copy.deepcopy(_read_tree(Path(path)))
     for item in overrides:
-        _set_dotted(tree, *parse_override(item))
+        set_dotted(tree, *parse_override(item))
     return validate(tree)

@@ -131,7 +131,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     micro, accum = cfg.train.batch_size, cfg.train.grad_accum
     meter = _Meter()
-    latest_val: dict[str, Any] = {}
+    latest_val: dict[str, Any] = dict(progress["val_before"])  # every report carries the newest validation
     step = progress["step"]
     reported = False
     while step < cfg.train.steps:  # one iteration per pass over the shard (epoch)
@@ -229,6 +229,9 @@ def _metrics(step: int, progress: dict[str, Any], model: BindModel, optimizer, m
         for name in M.VALIDATION:
             if name in latest_val.get(modality, {}):
                 metrics[M.tower_key(name, modality)] = latest_val[modality][name]
+    r1 = [latest_val[m][M.VAL_R1] for m in model.modalities if M.VAL_R1 in latest_val.get(m, {})]
+    if r1:
+        metrics[M.VAL_R1_MEAN] = sum(r1) / len(r1)
     metrics[M.ROWS_FIRST_PASS] = progress["rows_first_pass"]
     metrics[M.VAL_ROWS] = progress.get("val_rows", 0)
     metrics[M.RESUMED_FROM] = list(progress.get("resumed_from", []))

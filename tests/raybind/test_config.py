@@ -58,19 +58,15 @@ def test_towers_must_be_listed_modalities():
         validate({**BASE, "model": {"towers": {"depth": {"mask_ratio": 0.5}}}})
 
 
-def _shipped() -> tuple[list[Path], set[str]]:
-    paths = sorted(Path("configs").glob("*.yaml"))
-    bases = {yaml.safe_load(p.read_text()).get("extends") for p in paths} - {None}
-    return paths, bases
-
-
 def test_shipped_configs_validate():
-    """Every config a user launches validates; a base file is validated through the recipes extending it."""
-    paths, bases = _shipped()
-    assert bases == {"languagebind_l14.yaml"}
-    for path in paths:
-        if path.name not in bases:
-            load_config(path)
+    """Every config a user launches (it has a `name`) validates; a pure base (no `name`) is validated
+    through the configs that extend it."""
+    trees = {p.name: yaml.safe_load(p.read_text()) for p in sorted(Path("configs").glob("*.yaml"))}
+    extended = {tree.get("extends") for tree in trees.values()} - {None}
+    assert {name for name, tree in trees.items() if "name" not in tree} == {"languagebind_l14.yaml"} <= extended
+    for name, tree in trees.items():
+        if "name" in tree:
+            load_config(Path("configs") / name)
 
 
 def test_l14_recipes_overlay_one_base_with_only_their_own_settings():
