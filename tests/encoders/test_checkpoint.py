@@ -80,3 +80,28 @@ def test_loading_into_a_different_config_is_refused(tmp_path, tiny_config):
         load_into(other, tmp_path / "ckpt")
     with pytest.raises(FileNotFoundError, match="raybind.json"):
         load_model(tmp_path)
+
+
+def test_mask_ratio_and_temperature_are_training_settings_outside_the_model_identity(tmp_path):
+    """A sweep over mask ratio and temperature trains one model identity: same config hash, and a
+    checkpoint of one setting loads into a model built with another."""
+    import dataclasses
+
+    from encoders.checkpoint import config_hash, load_into, read_manifest
+
+    config = languagebind_config("tiny", ["depth"])
+    swept = dataclasses.replace(config, towers=(dataclasses.replace(
+        config.towers[0], mask_ratio=0.1, temperature=0.2, learn_temperature=False),))
+    assert config_hash(swept) == config_hash(config) and swept == config
+    model = BindModel(swept)
+    tower = model.tower("depth")
+    assert float(model.logit_scale("depth")) == pytest.approx(5.0)  # 1 / 0.2
+    assert not tower.log_logit_scale.requires_grad
+    groups = parameter_groups(model.towers, {"depth": 1e-3})
+    assert all(p is not tower.log_logit_scale for g in groups for p in g["params"])  # fixed: never optimised
+    save_model(model, tmp_path / "ckpt")
+    manifest = read_manifest(tmp_path / "ckpt")
+    assert "mask_ratio" not in json.dumps(manifest["model"]) and "temperature" not in json.dumps(manifest["model"])
+    other = BindModel(config)  # paper defaults: mask 0.5, temperature 0.07, learned
+    load_into(other, tmp_path / "ckpt")
+    assert float(other.logit_scale("depth")) == pytest.approx(5.0)  # the fixed temperature travels as a tensor
