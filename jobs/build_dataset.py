@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from raybind.cli import job_parser, run_job
-from raybind.pipeline import build_dataset
+from raybind.build import build_dataset
 from raybind.runtime import init_ray
 
 

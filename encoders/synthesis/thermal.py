@@ -216,7 +216,8 @@ class ThermalSynthesizer:
     @classmethod
     def load(cls, path: str | Path, params: MunitParams = MunitParams(), device: str | torch.device = "cpu",
              max_side: int | None = None) -> "ThermalSynthesizer":
-        """A MUNIT checkpoint (`{"a": rgb_gen, "b": thermal_gen}`, loaded weights-only) or a TorchScript file."""
+        """A MUNIT checkpoint (`{"a": rgb_gen, "b": thermal_gen}`, optionally `"params"`: the generator
+        sizes, else `params`; loaded weights-only) or a TorchScript file."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"thermal generator weights not found: {path}")
@@ -227,6 +228,8 @@ class ThermalSynthesizer:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not (isinstance(state, dict) and {"a", "b"} <= set(state)):
             raise ValueError(f"{path} is neither TorchScript nor a MUNIT generator checkpoint with keys 'a' and 'b'")
+        if "params" in state:  # a checkpoint may carry its own generator sizes (the demo's small MUNIT does)
+            params = MunitParams(**state["params"])
         rgb_gen, thermal_gen = MunitGenerator(params), MunitGenerator(params)
         rgb_gen.load_state_dict(state["a"])
         thermal_gen.load_state_dict(state["b"])

@@ -19,6 +19,8 @@ def job_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, help="YAML experiment config (configs/*.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.path=value",
                         help="override any config field, e.g. --set train.steps=50 (repeatable)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray's own logs too (per-report dumps, dataset plans, worker output)")
     return parser
 
 
@@ -33,7 +35,7 @@ def run_job(parser: argparse.ArgumentParser, body: Callable[[RayBindConfig, argp
                         stream=sys.stderr)
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, [*args.overrides, *(["ray.verbose=true"] if args.verbose else [])])
         summary = body(cfg, args)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)

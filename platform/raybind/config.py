@@ -33,6 +33,7 @@ class RaySettings(_Strict):
     num_cpus: float | None = Field(default=None, gt=0)   # local cluster only
     object_store_memory_mb: int | None = Field(default=None, gt=0)
     progress_bars: Literal["auto", "on", "off"] = "auto"  # auto: on for a terminal, off in logs and CI
+    verbose: bool = False    # Ray's own logs (per-report dumps, dataset plans, worker output) on the console
 
 
 class SynthesisSettings(_Strict):
@@ -72,6 +73,9 @@ class DataSettings(_Strict):
     synthesis: SynthesisPoolSettings = SynthesisPoolSettings()
     decode: DecodeSettings = DecodeSettings()
     object_store_budget_mb: int | None = Field(default=None, gt=0)
+    # Keep the decoded training rows in the object store when they fit this budget: passes after the first
+    # read them instead of decoding again (no actor pool start-up and model loading per pass). None: stream.
+    cache_mb: int | None = Field(default=None, gt=0)
 
     @field_validator("modalities")
     @classmethod

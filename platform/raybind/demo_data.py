@@ -58,9 +58,26 @@ def _shape_mask(shape: str, size: int, radius: float, cx: float, cy: float) -> n
     raise ValueError(f"unknown shape {shape!r}; valid: {list(SHAPES)}")
 
 
+# Ground truth that the demo synthesizers learn (raybind.demo_synthesizers): the object stands at a
+# distance and glows with a heat set by its colour, in front of a far, cold background. So a depth or
+# thermal map shows the object's shape and (through distance or heat) its colour: caption content.
+BACKGROUND_DEPTH_M = 8.0
+OBJECT_DEPTH_M = {"red": 1.0, "green": 2.5, "blue": 4.0, "yellow": 5.5}
+BACKGROUND_HEAT = 30
+OBJECT_HEAT = {"red": 250, "green": 120, "blue": 70, "yellow": 185}
+
+
 def render_frames(spec: ClipSpec, rng: np.random.Generator, size: int, frames: int) -> np.ndarray:
+    return render_scene(spec, rng, size, frames)[0]
+
+
+def render_scene(spec: ClipSpec, rng: np.random.Generator, size: int,
+                 frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RGB frames [T, S, S, 3] uint8, ground-truth depth [T, S, S] metres and heat [T, S, S] uint8."""
     background = rng.integers(20, 70, (1, size, size, 3)).astype(np.uint8)
     video = np.repeat(background, frames, axis=0)
+    depth = np.full((frames, size, size), BACKGROUND_DEPTH_M, np.float32)
+    heat = np.full((frames, size, size), BACKGROUND_HEAT, np.uint8)
     radius = size * rng.uniform(0.14, 0.2)
     dx, dy = DIRECTIONS[spec.direction]
     travel = size * 0.5
@@ -71,7 +88,9 @@ def render_frames(spec: ClipSpec, rng: np.random.Generator, size: int, frames: i
         progress = t / max(1, frames - 1)
         mask = _shape_mask(spec.shape, size, radius, start_x + dx * travel * progress, start_y + dy * travel * progress)
         video[t][mask] = colour
-    return video
+        depth[t][mask] = OBJECT_DEPTH_M[spec.colour]
+        heat[t][mask] = OBJECT_HEAT[spec.colour]
+    return video, depth, heat
 
 
 def render_tone(spec: ClipSpec, seconds: float, rate: int) -> np.ndarray:
@@ -82,7 +101,7 @@ def render_tone(spec: ClipSpec, seconds: float, rate: int) -> np.ndarray:
     return wave.astype(np.float32)
 
 
-def _specs(count: int, rng: np.random.Generator, cover_all_visuals: bool) -> list[ClipSpec]:
+def random_specs(count: int, rng: np.random.Generator, cover_all_visuals: bool = False) -> list[ClipSpec]:
     visuals = list(itertools.product(COLOURS, SHAPES, DIRECTIONS))
     if cover_all_visuals:
         order = [visuals[i % len(visuals)] for i in range(count)]
@@ -100,7 +119,7 @@ def generate(output_dir: str | Path, train_clips: int = 256, val_clips: int = 64
     manifests = {}
     for split, count, cover in (("train", train_clips, False), ("val", val_clips, True)):
         rows = []
-        for index, spec in enumerate(_specs(count, rng, cover)):
+        for index, spec in enumerate(random_specs(count, rng, cover)):
             clip_id = f"{split}-{index:05d}"
             relative = f"clips/{clip_id}.mp4"
             frames = render_frames(spec, rng, size, max(2, int(fps * seconds)))

@@ -27,6 +27,7 @@ VAL_R5 = "val_r5"
 VAL_R10 = "val_r10"
 VAL_R1_X2T = "val_r1_x2t"
 CHANCE = "chance"
+VAL_STEP = "val_step"        # run level: the step the reported validation was taken at (0: before training)
 VAL_R1_MEAN = "val_r1_mean"  # run level: text-to-X R@1 averaged over the towers (what sweeps rank by default)
 VALIDATION = (VAL_LOSS, VAL_R1, VAL_R5, VAL_R10, VAL_R1_X2T)  # what every validation pass yields per tower
 

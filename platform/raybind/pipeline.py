@@ -2,12 +2,13 @@
 
 Everything is lazy: nothing runs until a consumer (a training worker's `iter_torch_batches`, or the
 build job's `write_parquet`) pulls, and blocks stream through the stages without materialising the
-dataset. A folder written by `build_dataset` is read back directly and skips decoding.
+dataset. A folder written by `raybind.build.build_dataset` is read back directly and skips decoding.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import partial
 
@@ -16,10 +17,11 @@ import pyarrow as pa
 import ray.data
 from ray.data import ActorPoolStrategy, Dataset
 
-from raybind import quarantine, storage
+from raybind import storage
 from raybind.config import RayBindConfig, SynthesisSettings
 from raybind.manifest import ManifestError, load_manifest
-from raybind.stages import FRAMES, DecodeAndSynthesisStage, DecodeSpec, SynthesisStage, decode_batch
+from raybind.decode_stage import FRAMES, DecodeSpec, decode_batch, output_template
+from raybind.synthesis_stage import SHIPPED_DTYPE, DecodeAndSynthesisStage, SynthesisStage
 
 BUILT_MARKER = "dataset.json"
 BUILT_DATA = "data"
@@ -36,9 +38,12 @@ class Stream:
 
 
 def synthesis_settings(cfg: RayBindConfig) -> dict[str, SynthesisSettings]:
-    """The trained modalities that the synthesis pool makes from frames, with their settings."""
-    return {m: getattr(cfg.data, m) for m in ("depth", "thermal")
-            if m in cfg.data.modalities and getattr(cfg.data, m).source == "synthesize"}
+    """The trained modalities that the synthesis pool makes from frames, with their settings. A model
+    given as a local relative path is made absolute here, so actors find it whatever their working dir."""
+    settings = {m: getattr(cfg.data, m) for m in ("depth", "thermal")
+                if m in cfg.data.modalities and getattr(cfg.data, m).source == "synthesize"}
+    return {m: s.model_copy(update={"model": os.path.abspath(s.model)}) if s.model and os.path.exists(s.model) else s
+            for m, s in settings.items()}
 
 
 def decode_spec(cfg: RayBindConfig, manifest_uri: str, quarantine_uri: str, media_columns: list[str]) -> DecodeSpec:
@@ -52,6 +57,20 @@ def decode_spec(cfg: RayBindConfig, manifest_uri: str, quarantine_uri: str, medi
         audio_source=cfg.data.audio_source,
         depth_from_column=cfg.data.depth.source == "column", thermal_from_column=cfg.data.thermal.source == "column",
         media_columns=tuple(media_columns), synthesize=tuple(synthesis_settings(cfg)))
+
+
+def decoded_row_bytes(cfg: RayBindConfig, columns: list[str] | None = None) -> int:
+    """Bytes one decoded training row occupies (the shipped columns: frames, spectrograms, maps, tokens)."""
+    spec = decode_spec(cfg, "", "", media_columns=[])
+    shapes = {name: (shape, np.dtype(dtype).itemsize) for name, (shape, dtype) in output_template(spec, False).items()
+              if dtype is not object}
+    side = spec.frame_size
+    for modality, settings in synthesis_settings(cfg).items():
+        count = 1 if settings.frames == "one" else cfg.data.num_frames
+        shapes[modality] = ((count, side, side) if modality == "depth" else (count, side, side, 3),
+                            np.dtype(SHIPPED_DTYPE[modality]).itemsize)
+    return sum(int(np.prod(shape)) * size for name, (shape, size) in shapes.items()
+               if columns is None or name in columns)
 
 
 def _needed_columns(cfg: RayBindConfig) -> list[str]:
@@ -146,27 +165,6 @@ def _built_stream(cfg: RayBindConfig, uri: str, columns: tuple[str, ...] | None)
     fs, path = storage.resolve(storage.join(uri, BUILT_DATA))
     ds = ray.data.read_parquet(path, filesystem=fs, columns=list(columns) if columns is not None else None)
     return Stream(ds, int(info["rows_out"]), None, uri)
-
-
-def build_dataset(cfg: RayBindConfig, input_uri: str, output_uri: str) -> dict:
-    """Decode, synthesize and tokenize a manifest once into Parquet shards that training reads directly."""
-    quarantine_uri = storage.join(output_uri, "_quarantine")
-    for stale in (quarantine_uri, storage.join(output_uri, BUILT_DATA)):
-        storage.delete_dir(stale)
-    stream = build_stream(cfg, input_uri, quarantine_uri)
-    fs, data_path = storage.resolve(storage.join(output_uri, BUILT_DATA))
-    stream.dataset.write_parquet(data_path, filesystem=fs)
-    written = ray.data.read_parquet(data_path, filesystem=fs) if storage.list_files(
-        storage.join(output_uri, BUILT_DATA)) else None
-    rows_out = written.count() if written is not None else 0
-    bad = quarantine.collect(quarantine_uri, storage.join(output_uri, quarantine.QUARANTINE_FILE))
-    summary = {"output": storage.redact(output_uri), "input": storage.redact(input_uri),
-               "rows_in": stream.rows_in, "rows_out": rows_out, "rows_quarantined": len(bad),
-               "columns": sorted(written.schema().names) if written is not None else [],
-               "quarantine": storage.redact(storage.join(output_uri, quarantine.QUARANTINE_FILE))}
-    check_counts(summary)
-    storage.write_text(storage.join(output_uri, BUILT_MARKER), json.dumps(summary, indent=2))
-    return summary
 
 
 def check_counts(summary: dict) -> None:

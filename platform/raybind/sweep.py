@@ -34,8 +34,9 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from raybind import metrics as M
 from raybind import storage
+from raybind.build import build_dataset
 from raybind.config import ConfigError, RayBindConfig, SearchDomain, set_dotted, validate
-from raybind.pipeline import build_dataset, is_built_dataset
+from raybind.pipeline import is_built_dataset
 from raybind.runtime import init_ray
 from raybind.trainer import check_storage, ensure_demo_data, pretrain
 
@@ -67,7 +68,7 @@ def trial_tree(base: dict[str, Any], params: dict[str, Any], name: str, runs_uri
 def _run_trial(params: dict[str, Any], base: dict[str, Any], runs_uri: str) -> None:
     """The Tune function trainable: one Ray Train run of this trial's config, metrics forwarded to Tune."""
     cfg = validate(trial_tree(base, params, tune.get_context().get_trial_id(), runs_uri))
-    pretrain(cfg, callbacks=[TuneReportCallback()])
+    pretrain(cfg, callbacks=[TuneReportCallback()], progress=False)  # the sweep prints one line per trial
 
 
 def _built(cfg: RayBindConfig, split_uri: str | None, target: str) -> str | None:

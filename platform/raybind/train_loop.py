@@ -151,12 +151,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             step += 1
             meter.loss[modality].append(loss)
             meter.samples += micro * accum
-            if cfg.train.val_every and step % cfg.train.val_every == 0 and rank == 0:
-                latest_val = validate()
-            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+            final = step == cfg.train.steps
+            if rank == 0 and (final or (cfg.train.val_every and step % cfg.train.val_every == 0)):
+                latest_val, progress["val_step"] = validate(), step
+                if final:
+                    progress["val_after"] = latest_val
+            if step % cfg.train.log_every == 0 or final:
                 progress["step"] = step
-                if step == cfg.train.steps and rank == 0:
-                    progress["val_after"] = validate()
                 _report(cfg, rank, world, step, progress, model, optimizer, scheduler, meter, latest_val)
                 reported = True
                 meter.reset()
@@ -232,6 +233,7 @@ def _metrics(step: int, progress: dict[str, Any], model: BindModel, optimizer, m
     r1 = [latest_val[m][M.VAL_R1] for m in model.modalities if M.VAL_R1 in latest_val.get(m, {})]
     if r1:
         metrics[M.VAL_R1_MEAN] = sum(r1) / len(r1)
+    metrics[M.VAL_STEP] = progress.get("val_step", 0)
     metrics[M.ROWS_FIRST_PASS] = progress["rows_first_pass"]
     metrics[M.VAL_ROWS] = progress.get("val_rows", 0)
     metrics[M.RESUMED_FROM] = list(progress.get("resumed_from", []))

@@ -25,9 +25,11 @@ from ray.train.v2.api.callback import UserCallback
 from raybind import metrics as M
 from raybind import quarantine, storage
 from raybind.config import RayBindConfig
+from raybind.console import ProgressPrinter
 from raybind.demo_data import generate
+from raybind.demo_synthesizers import fit_demo_synthesizers
 from raybind.errors import ResourceError, StorageError
-from raybind.pipeline import Stream, build_stream, check_counts
+from raybind.pipeline import Stream, build_stream, check_counts, decoded_row_bytes, synthesis_settings
 from raybind.plan import check_fits, is_local
 from raybind.runtime import init_ray
 from raybind.train_loop import train_loop_per_worker
@@ -54,15 +56,20 @@ class UnevenSplitDataConfig(DataConfig):
 
 
 def ensure_demo_data(cfg: RayBindConfig) -> None:
-    """Generate the demo dataset where the config asks for it and the manifests are missing."""
+    """Generate the demo dataset where the config asks for it and the manifests are missing; with
+    `data.demo.synthesizers: true` also fit its depth/thermal synthesizers when they are missing."""
     if cfg.data.demo is None or storage.is_remote(cfg.data.train):
         return
-    if storage.exists(cfg.data.train) and (cfg.data.val is None or storage.exists(cfg.data.val)):
-        return
     folder = storage.parent(cfg.data.train)
-    log.info("demo data missing: generating it in %s", folder)
-    generate(folder, train_clips=int(cfg.data.demo.get("train", 256)), val_clips=int(cfg.data.demo.get("val", 64)),
-             seed=int(cfg.data.demo.get("seed", 0)))
+    seed = int(cfg.data.demo.get("seed", 0))
+    if not (storage.exists(cfg.data.train) and (cfg.data.val is None or storage.exists(cfg.data.val))):
+        log.info("demo data missing: generating it in %s", folder)
+        generate(folder, train_clips=int(cfg.data.demo.get("train", 256)),
+                 val_clips=int(cfg.data.demo.get("val", 64)), seed=seed)
+    wanted = [settings.model for settings in synthesis_settings(cfg).values() if settings.model]
+    if cfg.data.demo.get("synthesizers") and not all(storage.exists(p) for p in wanted):
+        log.info("fitting the demo's depth and thermal synthesizers to its ground truth (once)")
+        fit_demo_synthesizers(folder, seed)
 
 
 def check_storage(run_uri: str) -> None:
@@ -143,9 +150,25 @@ def prepare(cfg: RayBindConfig, run_uri: str | None = None) -> Prepared:
     columns = _columns(cfg)
     train = build_stream(cfg, cfg.data.train, storage.join(run_uri, "quarantine", "train"), shuffle=True,
                          columns=columns)
+    cache_decoded_rows(cfg, train, columns)
     val = build_stream(cfg, cfg.data.val, storage.join(run_uri, "quarantine", "val"),
                        columns=columns) if cfg.data.val else None
     return Prepared(run_uri, train, val)
+
+
+def cache_decoded_rows(cfg: RayBindConfig, train: Stream, columns: list[str]) -> None:
+    """Decode the training split once into the object store when it fits `data.cache_mb`; every pass
+    then reads the cached blocks in a fresh random order instead of restarting the decode stages."""
+    if cfg.data.cache_mb is None:
+        return
+    size_mb = train.rows_in * decoded_row_bytes(cfg, columns) / 2**20
+    if size_mb > cfg.data.cache_mb:
+        log.info("training split (~%.0f MiB decoded) exceeds data.cache_mb=%d: streaming every pass",
+                 size_mb, cfg.data.cache_mb)
+        return
+    log.info("decoding the training split once (~%.0f MiB, within data.cache_mb=%d); passes read it from the "
+             "object store", size_mb, cfg.data.cache_mb)
+    train.dataset = train.dataset.materialize().randomize_block_order()
 
 
 def fit(prepared: Prepared, cfg: RayBindConfig, callbacks: Sequence[UserCallback] = ()) -> ray.train.Result:
@@ -205,10 +228,15 @@ def summarize(prepared: Prepared, cfg: RayBindConfig, result: ray.train.Result) 
     return summary
 
 
-def pretrain(cfg: RayBindConfig, callbacks: Sequence[UserCallback] = ()) -> dict[str, Any]:
+def pretrain(cfg: RayBindConfig, callbacks: Sequence[UserCallback] = (), progress: bool = True) -> dict[str, Any]:
     """Run (or resume) pretraining and return the job summary; also written to `<run_dir>/summary.json`.
 
-    `callbacks` are Ray Train user callbacks (run on the controller), e.g. for sweeps or alerts.
+    `callbacks` are Ray Train user callbacks (run on the controller), e.g. for sweeps or alerts;
+    `progress` prints a line per log step and a table per validation on stderr.
     """
     prepared = prepare(cfg)
-    return summarize(prepared, cfg, fit(prepared, cfg, callbacks))
+    if not progress:
+        return summarize(prepared, cfg, fit(prepared, cfg, callbacks))
+    with ProgressPrinter(cfg.train.steps, cfg.data.modalities) as printer:
+        result = fit(prepared, cfg, [*callbacks, printer.callback])
+    return summarize(prepared, cfg, result)

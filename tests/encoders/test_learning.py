@@ -7,12 +7,12 @@ import torch
 from encoders import BindModel, TextConfig, languagebind_config, transforms
 from encoders.optim import build_optimizer, cosine_with_warmup, parameter_groups
 from encoders.step import training_step
-from raybind.demo_data import _specs, render_frames
+from raybind.demo_data import random_specs, render_frames
 
 
 def _clips(count: int, seed: int, cover: bool):
     rng = np.random.default_rng(seed)
-    specs = _specs(count, rng, cover)
+    specs = random_specs(count, rng, cover)
     frames = np.stack([render_frames(s, rng, 64, 8) for s in specs])
     return frames, [s.caption for s in specs]
 

@@ -8,7 +8,7 @@ import torch
 from raybind.bench.clips import make_clips, write_manifest
 from raybind.bench.ingest import (SHIPPED_COLUMNS, _SameWorkDataset, consumer_synthesis_batches,
                                   full_size_synthesizers, ingest_config, ingest_suite)
-from raybind.stages import load_synthesizer
+from raybind.synthesis_stage import load_synthesizer
 
 
 @pytest.fixture(scope="module")

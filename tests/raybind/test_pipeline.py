@@ -13,7 +13,8 @@ import pytest
 from raybind import quarantine, storage
 from raybind.config import validate
 from raybind.manifest import ManifestError
-from raybind.pipeline import build_dataset, build_stream
+from raybind.build import build_dataset
+from raybind.pipeline import build_stream
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -144,3 +144,39 @@ def test_a_run_the_local_cluster_cannot_hold_fails_before_training(ray_cluster, 
     with pytest.raises(ResourceError, match=r"the local Ray cluster cannot run this config: it needs 3 GPU \(has 1\)"):
         pretrain(cfg)
     assert not (tmp_path / "runs" / "toobig" / "summary.json").exists()
+
+
+def test_a_training_split_within_the_cache_budget_is_decoded_once(ray_cluster, tmp_path):
+    """With `data.cache_mb` the decoded rows stay in the object store: once cached, every pass yields all
+    rows even after the media files are gone (nothing decodes again). Over budget, passes stream."""
+    import shutil
+
+    import numpy as np
+
+    from raybind.pipeline import build_stream, decoded_row_bytes
+    from raybind.trainer import cache_decoded_rows
+
+    manifests = generate(tmp_path / "demo", train_clips=8, val_clips=2, seed=4)
+    columns = ["video", "audio", "tokens"]
+
+    def stream(cache_mb: int):
+        tree = _cfg(manifests, str(tmp_path / "runs"), "cache").model_dump(mode="json")
+        tree["data"]["cache_mb"] = cache_mb
+        cfg = validate(tree)
+        built = build_stream(cfg, manifests["train"], str(tmp_path / f"q{cache_mb}"), shuffle=True, columns=columns)
+        cache_decoded_rows(cfg, built, columns)
+        return cfg, built
+
+    cfg, cached = stream(cache_mb=64)
+    _, streamed = stream(cache_mb=1)
+    first = list(cached.dataset.iter_batches(batch_size=4, batch_format="numpy"))
+    row_bytes = sum(a.nbytes for a in first[0].values()) / len(first[0]["tokens"])
+    assert decoded_row_bytes(cfg, columns) == row_bytes and 8 * row_bytes > 2**20  # 1 MiB is too small
+    shutil.rmtree(tmp_path / "demo" / "clips")
+    for _ in range(2):  # two more passes, media gone
+        batches = list(cached.dataset.iter_batches(batch_size=4, batch_format="numpy"))
+        assert sum(len(b["tokens"]) for b in batches) == 8
+        assert np.array_equal(np.sort(np.concatenate([b["tokens"][:, 1] for b in batches])),
+                              np.sort(np.concatenate([b["tokens"][:, 1] for b in first])))
+    lazy = sum(len(b["tokens"]) for b in streamed.dataset.iter_batches(batch_size=4, batch_format="numpy"))
+    assert lazy == 0  # not cached: this pass decodes again and finds no files (all quarantined)

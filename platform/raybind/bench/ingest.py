@@ -24,7 +24,8 @@ from raybind.bench import SYNTHESIS, SYNTHESIZERS
 from raybind.bench.clips import make_clips, write_manifest
 from raybind.config import RayBindConfig, validate
 from raybind.pipeline import build_stream, decode_spec, synthesis_settings
-from raybind.stages import decode_batch, load_synthesizer, synthesize_batch
+from raybind.decode_stage import decode_batch
+from raybind.synthesis_stage import load_synthesizer, synthesize_batch
 
 RESOLUTIONS = {"360p": (640, 360), "720p": (1280, 720)}
 
