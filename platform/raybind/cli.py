@@ -24,6 +24,13 @@ def job_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _disconnect_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def run_job(parser: argparse.ArgumentParser, body: Callable[[RayBindConfig, argparse.Namespace], dict[str, Any]],
             argv: list[str] | None = None) -> dict[str, Any]:
     """Parse, validate the config before any Ray work, run `body`, print its summary as the last stdout line.
@@ -40,5 +47,6 @@ def run_job(parser: argparse.ArgumentParser, body: Callable[[RayBindConfig, argp
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None
+    _disconnect_ray()  # Ray's daemons print asynchronously: nothing of theirs may follow the JSON line
     print(json.dumps(summary, sort_keys=True), flush=True)
     return summary

@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import math
+import os
 import sys
 from typing import Any
 
@@ -222,6 +223,8 @@ def sweep(cfg: RayBindConfig, stop=None) -> dict[str, Any]:
     check_storage(sweep_uri)
     init_ray(cfg)
     base = prepare_sweep_data(cfg, sweep_uri)
+    if not cfg.ray.verbose:
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's own status boxes and tables: off unless --verbose
     grid = _tuner(cfg, sweep_uri, base, stop).fit()
     results = [grid[i] for i in range(len(grid))]
     rows = sorted((_trial_row(cfg, r) for r in results), key=lambda r: str(r["trial"]))
