@@ -19,8 +19,9 @@ from ray.data import ActorPoolStrategy, Dataset
 
 from raybind import storage
 from raybind.config import RayBindConfig, SynthesisSettings
-from raybind.manifest import ManifestError, load_manifest
 from raybind.decode_stage import FRAMES, DecodeSpec, decode_batch, output_template
+from raybind.errors import InputError
+from raybind.manifest import ManifestError, load_manifest
 from raybind.synthesis_stage import SHIPPED_DTYPE, DecodeAndSynthesisStage, SynthesisStage
 
 BUILT_MARKER = "dataset.json"
@@ -44,6 +45,22 @@ def synthesis_settings(cfg: RayBindConfig) -> dict[str, SynthesisSettings]:
                 if m in cfg.data.modalities and getattr(cfg.data, m).source == "synthesize"}
     return {m: s.model_copy(update={"model": os.path.abspath(s.model)}) if s.model and os.path.exists(s.model) else s
             for m, s in settings.items()}
+
+
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+def check_synthesizer_paths(cfg: RayBindConfig) -> None:
+    """A synthesizer named by a local path that is not there fails now, naming the field, not later inside
+    an actor. Hub names (`org/model`) and remote URIs are left to the loader."""
+    for modality, settings in synthesis_settings(cfg).items():
+        model = settings.model
+        if not model or storage.is_remote(model) or os.path.exists(model):
+            continue
+        if os.path.isabs(model) or model.startswith((".", "~")) or model.endswith(_WEIGHT_SUFFIXES) \
+                or model.count("/") > 1:
+            raise InputError(f"data.{modality}.model: {model} does not exist (for the demo synthesizers run "
+                             "the quickstart or `jobs/make_demo_data.py --synthesizers` first)")
 
 
 def decode_spec(cfg: RayBindConfig, manifest_uri: str, quarantine_uri: str, media_columns: list[str]) -> DecodeSpec:
@@ -130,6 +147,7 @@ def build_stream(cfg: RayBindConfig, source_uri: str, quarantine_uri: str, shuff
     if "audio" in cfg.data.modalities and cfg.data.audio_source == "auto" and not (
             {"audio", "video"} & set(manifest.media_columns)):
         raise ManifestError(f"manifest {storage.redact(source_uri)} has neither an 'audio' nor a 'video' column")
+    check_synthesizer_paths(cfg)
     decode, pool = cfg.data.decode, cfg.data.synthesis
     ds = manifest_blocks(manifest.table, decode.batch_size, cfg.seed if shuffle else None)
     if shuffle:

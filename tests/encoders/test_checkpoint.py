@@ -95,7 +95,7 @@ def test_mask_ratio_and_temperature_are_training_settings_outside_the_model_iden
     assert config_hash(swept) == config_hash(config) and swept == config
     model = BindModel(swept)
     tower = model.tower("depth")
-    assert float(model.logit_scale("depth")) == pytest.approx(5.0)  # 1 / 0.2
+    assert float(model.logit_scale("depth").detach()) == pytest.approx(5.0)  # 1 / 0.2
     assert not tower.log_logit_scale.requires_grad
     groups = parameter_groups(model.towers, {"depth": 1e-3})
     assert all(p is not tower.log_logit_scale for g in groups for p in g["params"])  # fixed: never optimised
@@ -104,4 +104,4 @@ def test_mask_ratio_and_temperature_are_training_settings_outside_the_model_iden
     assert "mask_ratio" not in json.dumps(manifest["model"]) and "temperature" not in json.dumps(manifest["model"])
     other = BindModel(config)  # paper defaults: mask 0.5, temperature 0.07, learned
     load_into(other, tmp_path / "ckpt")
-    assert float(other.logit_scale("depth")) == pytest.approx(5.0)  # the fixed temperature travels as a tensor
+    assert float(other.logit_scale("depth").detach()) == pytest.approx(5.0)  # the fixed temperature travels as a tensor

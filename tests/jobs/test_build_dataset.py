@@ -22,8 +22,13 @@ def test_demo_data_then_build_dataset_counts_add_up(tmp_path):
     rows.append(json.dumps({"id": "broken", "text": "a broken clip", "video": "clips/missing.mp4"}))
     Path(manifest).write_text("\n".join(rows) + "\n")
     out = tmp_path / "built"
+    missing = _run("jobs/build_dataset.py", "--config", "configs/quickstart.yaml", "--input", manifest,
+                   "--output", str(out), "--set", f"data.depth.model={tmp_path / 'no-glpn'}")
+    assert missing.returncode == 2 and f"data.depth.model: {tmp_path / 'no-glpn'} does not exist" in missing.stderr
+    # the demo's fitted synthesizers are not there in a fresh clone: tiny random ones stand in
     result = _run("jobs/build_dataset.py", "--config", "configs/quickstart.yaml", "--input", manifest,
-                  "--output", str(out), "--set", "ray.num_cpus=4")
+                  "--output", str(out), "--set", "ray.num_cpus=4", "--set", "data.depth.model=null",
+                  "--set", "data.thermal.model=null")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert (summary["rows_in"], summary["rows_out"], summary["rows_quarantined"]) == (11, 10, 1)
