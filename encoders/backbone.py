@@ -12,7 +12,7 @@ from encoders.presets import Preset
 
 log = logging.getLogger(__name__)
 
-_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")  # what a local weights file ends with
 
 
 def build_clip(preset: Preset, pretrained: str | None, embed_dim: int | None, seed: int) -> torch.nn.Module:
@@ -55,7 +55,7 @@ def build_clip(preset: Preset, pretrained: str | None, embed_dim: int | None, se
 
 
 def _looks_like_path(value: str) -> bool:
-    return os.sep in value or value.startswith((".", "~")) or value.endswith(_WEIGHT_SUFFIXES)
+    return os.sep in value or value.startswith((".", "~")) or value.endswith(WEIGHT_SUFFIXES)
 
 
 def _reset_vision_projection(visual: torch.nn.Module, embed_dim: int) -> None:

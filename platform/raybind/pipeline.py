@@ -17,6 +17,7 @@ import pyarrow as pa
 import ray.data
 from ray.data import ActorPoolStrategy, Dataset
 
+from encoders.backbone import WEIGHT_SUFFIXES
 from raybind import storage
 from raybind.config import RayBindConfig, SynthesisSettings
 from raybind.decode_stage import FRAMES, DecodeSpec, decode_batch, output_template
@@ -47,9 +48,6 @@ def synthesis_settings(cfg: RayBindConfig) -> dict[str, SynthesisSettings]:
             for m, s in settings.items()}
 
 
-_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
-
-
 def check_synthesizer_paths(cfg: RayBindConfig) -> None:
     """A synthesizer named by a local path that is not there fails now, naming the field, not later inside
     an actor. Hub names (`org/model`) and remote URIs are left to the loader."""
@@ -57,7 +55,7 @@ def check_synthesizer_paths(cfg: RayBindConfig) -> None:
         model = settings.model
         if not model or storage.is_remote(model) or os.path.exists(model):
             continue
-        if os.path.isabs(model) or model.startswith((".", "~")) or model.endswith(_WEIGHT_SUFFIXES) \
+        if os.path.isabs(model) or model.startswith((".", "~")) or model.endswith(WEIGHT_SUFFIXES) \
                 or model.count("/") > 1:
             raise InputError(f"data.{modality}.model: {model} does not exist (for the demo synthesizers run "
                              "the quickstart or `jobs/make_demo_data.py --synthesizers` first)")

@@ -15,10 +15,14 @@ from raybind.errors import ResourceError
 from raybind.pipeline import synthesis_settings
 
 
+def worker_resources(cfg: RayBindConfig) -> dict[str, float]:
+    """What each Ray Train worker asks for."""
+    return {"CPU": cfg.train.cpus_per_worker, "GPU": cfg.train.gpus_per_worker if cfg.train.use_gpu else 0.0}
+
+
 def resource_request(cfg: RayBindConfig) -> dict[str, Any]:
     """Logical CPUs/GPUs per part of the run, and their sum (what must fit at once)."""
-    train = {"workers": cfg.train.num_workers, "CPU": cfg.train.cpus_per_worker,
-             "GPU": cfg.train.gpus_per_worker if cfg.train.use_gpu else 0.0}
+    train = {"workers": cfg.train.num_workers, **worker_resources(cfg)}
     pool, decode = cfg.data.synthesis, cfg.data.decode
     parts: dict[str, Any] = {"train": train}
     if synthesis_settings(cfg):

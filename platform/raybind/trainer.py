@@ -30,7 +30,7 @@ from raybind.demo_data import generate
 from raybind.demo_synthesizers import fit_demo_synthesizers
 from raybind.errors import ResourceError, StorageError
 from raybind.pipeline import Stream, build_stream, check_counts, decoded_row_bytes, synthesis_settings
-from raybind.plan import check_fits, is_local
+from raybind.plan import check_fits, is_local, worker_resources
 from raybind.runtime import init_ray
 from raybind.train_loop import train_loop_per_worker
 
@@ -103,9 +103,7 @@ def _run_config(cfg: RayBindConfig, callbacks: Sequence[UserCallback]) -> RunCon
 
 def build_trainer(cfg: RayBindConfig, train: Dataset, val: Dataset | None,
                   callbacks: Sequence[UserCallback] = ()) -> TorchTrainer:
-    resources = {"CPU": cfg.train.cpus_per_worker}
-    if cfg.train.use_gpu:
-        resources["GPU"] = cfg.train.gpus_per_worker
+    resources = {kind: amount for kind, amount in worker_resources(cfg).items() if amount > 0}
     datasets = {"train": train}
     if val is not None:
         datasets["val"] = val
