@@ -55,28 +55,31 @@ def test_a_space_naming_a_field_that_does_not_exist_fails_before_anything_starts
 
 def test_asha_stops_the_weak_trial_and_the_sweep_writes_table_plot_tensorboard_and_best_config(
         ray_cluster, demo, tmp_path):
-    """Two trials in grid order: the first learns (lr 2e-3), the second cannot (lr 1e-12, so its val loss
-    stays at the untrained value). ASHA compares them at step 4 and stops the second."""
+    """Two trials in grid order with a fixed temperature: 1.0 (logits within [-1, 1]: a val loss near
+    ln 8) and 0.01 (logit scale 100: confident, wrong, a val loss far above it, which 4 steps cannot close).
+    ASHA compares them at step 4 and stops the second."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from raybind.sweep import sweep
     from raybind.trainer import pretrain
 
-    cfg = validate(_cfg(demo, str(tmp_path / "runs"), "asha", {"model.towers.video.lr": {"grid": [2e-3, 1e-12]}},
-                        metric="val_loss/video", mode="min", grace_period=4, reduction_factor=2))
+    tree = _cfg(demo, str(tmp_path / "runs"), "asha", {"model.towers.video.temperature": {"grid": [1.0, 0.01]}},
+                metric="val_loss/video", mode="min", grace_period=4, reduction_factor=2)
+    tree["model"]["towers"]["video"]["learn_temperature"] = False
+    cfg = validate(tree)
     summary = sweep(cfg)
     sweep_dir = tmp_path / "runs" / "asha"
     assert summary["sweep_dir"] == str(sweep_dir) and summary["trials"] == 2 and summary["errored"] == 0
     assert summary["stopped_early"] == 1
-    assert summary["best"]["params"] == {"model.towers.video.lr": 2e-3}
+    assert summary["best"]["params"] == {"model.towers.video.temperature": 1.0}
     assert summary["best"]["metric"] == "val_loss/video"
 
     rows = list(csv.DictReader(open(sweep_dir / "trials.csv")))
     assert len(rows) == 2 and {r["trial"] for r in rows} == {summary["best"]["trial"], *(r["trial"] for r in rows)}
-    by_lr = {float(r["model.towers.video.lr"]): r for r in rows}
-    assert by_lr[1e-12]["stopped_early"] == "True" and int(by_lr[1e-12]["step"]) < 12
-    assert by_lr[2e-3]["stopped_early"] == "False" and int(by_lr[2e-3]["step"]) == 12
-    assert float(by_lr[2e-3]["final val_r1/video"]) >= 0 and by_lr[2e-3]["samples_per_s"]
+    by_temperature = {float(r["model.towers.video.temperature"]): r for r in rows}
+    assert by_temperature[0.01]["stopped_early"] == "True" and int(by_temperature[0.01]["step"]) < 12
+    assert by_temperature[1.0]["stopped_early"] == "False" and int(by_temperature[1.0]["step"]) == 12
+    assert float(by_temperature[1.0]["final val_r1/video"]) >= 0 and by_temperature[1.0]["samples_per_s"]
     assert (sweep_dir / "trials.md").read_text().count("\n") == 4  # header, rule, two trials
 
     from PIL import Image
@@ -99,7 +102,7 @@ def test_asha_stops_the_weak_trial_and_the_sweep_writes_table_plot_tensorboard_a
     assert max(len(c) for c in curves) == 3  # reports at steps 4, 8, 12
 
     best = load_config(sweep_dir / "best.yaml")  # the file as jobs/pretrain.py reads it
-    assert best.name == "asha-best" and best.sweep is None and best.model.towers["video"].lr == 2e-3
+    assert best.name == "asha-best" and best.sweep is None and best.model.towers["video"].temperature == 1.0
     trained = pretrain(best)
     assert trained["steps"] == 12 and Path(trained["checkpoint"], "raybind.json").is_file()
 
