@@ -31,22 +31,32 @@ def _disconnect_ray() -> None:
         ray.shutdown()
 
 
-def run_job(parser: argparse.ArgumentParser, body: Callable[[RayBindConfig, argparse.Namespace], dict[str, Any]],
-            argv: list[str] | None = None) -> dict[str, Any]:
-    """Parse, validate the config before any Ray work, run `body`, print its summary as the last stdout line.
+def run_command(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], dict[str, Any]],
+                argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse, run `body`, print its summary as the last stdout line.
 
-    Bad input of any kind (`raybind.errors.InputError`: config, manifest, storage, resources) exits with
-    code 2 and a message naming what is wrong.
+    Bad input of any kind (`raybind.errors.InputError`: config, manifest, storage, resources, checkpoint,
+    benchmark layout) exits with code 2 and a message naming what is wrong.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config, [*args.overrides, *(["ray.verbose=true"] if args.verbose else [])])
-        summary = body(cfg, args)
+        summary = body(args)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None
     _disconnect_ray()  # Ray's daemons print asynchronously: nothing of theirs may follow the JSON line
     print(json.dumps(summary, sort_keys=True), flush=True)
     return summary
+
+
+def run_job(parser: argparse.ArgumentParser, body: Callable[[RayBindConfig, argparse.Namespace], dict[str, Any]],
+            argv: list[str] | None = None) -> dict[str, Any]:
+    """`run_command` for jobs driven by a config: validated (before any Ray work) from `--config`/`--set`."""
+
+    def with_config(args: argparse.Namespace) -> dict[str, Any]:
+        cfg = load_config(args.config, [*args.overrides, *(["ray.verbose=true"] if args.verbose else [])])
+        return body(cfg, args)
+
+    return run_command(parser, with_config, argv)

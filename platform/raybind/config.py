@@ -150,6 +150,23 @@ class TrainSettings(_Strict):
     val_batch_size: int = Field(default=64, ge=2)
 
 
+class InferenceSettings(_Strict):
+    """The model actor pool of evaluation and embedding (`raybind.inference`). It autoscales between
+    `min_actors` and `max_actors` as the decode stages keep up or fall behind."""
+
+    min_actors: int = Field(default=1, ge=1)
+    max_actors: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    num_cpus: float = Field(default=1.0, gt=0)
+    num_gpus: float | None = Field(default=None, ge=0)   # None: one GPU per actor when the cluster has GPUs
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "InferenceSettings":
+        if self.max_actors < self.min_actors:
+            raise ValueError(f"max_actors ({self.max_actors}) is below min_actors ({self.min_actors})")
+        return self
+
+
 class SearchDomain(_Strict):
     """One parameter's values in a sweep: exactly one of these."""
 
@@ -196,6 +213,7 @@ class RayBindConfig(_Strict):
     model: ModelFields = ModelFields()
     train: TrainSettings = TrainSettings()
     sweep: SweepSettings | None = None
+    inference: InferenceSettings = InferenceSettings()
 
     @model_validator(mode="after")
     def _towers_cover_modalities(self) -> "RayBindConfig":
@@ -230,6 +248,12 @@ class RayBindConfig(_Strict):
                           context_length=self.model.text.context_length, projection_dim=self.model.text.projection_dim)
         return ModelConfig(preset=self.model.preset, pretrained=self.model.pretrained, init_seed=self.model.init_seed,
                            text=text, towers=tuple(towers))
+
+    def inference_data(self) -> dict[str, Any]:
+        """The data settings that decide how media becomes tower input (frames, audio source, synthesizers,
+        decoding); saved in checkpoints so evaluation and embedding decode as training did. Manifests,
+        demo and cache settings are the run's own and stay out."""
+        return self.data.model_dump(mode="json", exclude={"train", "val", "demo", "cache_mb", "object_store_budget_mb"})
 
     def tower_fields(self, modality: str) -> TowerFields:
         return self.model.towers.get(modality, TowerFields())
@@ -287,7 +311,7 @@ def validate(tree: dict[str, Any]) -> RayBindConfig:
 
 
 # A sweep builds its data once and names its own trials and storage: these cannot vary per trial.
-_FIXED_IN_A_SWEEP = ("data", "sweep", "name", "storage", "ray")
+_FIXED_IN_A_SWEEP = ("data", "sweep", "name", "storage", "ray", "inference")
 
 
 def _check_search_space(cfg: RayBindConfig) -> None:

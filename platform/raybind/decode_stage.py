@@ -21,8 +21,7 @@ from encoders import transforms
 from encoders.config import PreprocessConfig, TextConfig
 from encoders.text import Tokenizer
 from raybind import media, quarantine, storage
-
-FRAMES = "frames"  # internal column: decoded frames that synthesis reads when video itself is not trained
+from raybind.batch_format import FRAMES, ID, PASSTHROUGH, TEXT, TOKENS, SHIPPED_DTYPE, Template, decoded_template
 
 
 @dataclass(frozen=True)
@@ -42,6 +41,7 @@ class DecodeSpec:
     thermal_from_column: bool = False
     media_columns: tuple[str, ...] = ()   # media columns the manifest has
     synthesize: tuple[str, ...] = field(default=())  # depth/thermal to synthesize from frames
+    with_text: bool = True                # captions required and tokenized (inference on media alone: False)
 
     @property
     def needs_frames(self) -> bool:
@@ -66,7 +66,9 @@ def _value(row: dict[str, Any], column: str) -> str | None:
     return value if value.strip() else None
 
 
-class _RowFailed(Exception):
+class RowFailed(Exception):
+    """One row's media cannot be used; `reason` goes to the quarantine (or into the API's error)."""
+
     def __init__(self, uri: str, reason: str) -> None:
         super().__init__(reason)
         self.uri, self.reason = uri, reason
@@ -75,7 +77,7 @@ class _RowFailed(Exception):
 def _media_uri(row: dict[str, Any], column: str, spec: DecodeSpec) -> str:
     value = _value(row, column)
     if value is None:
-        raise _RowFailed("", f"missing field '{column}'")
+        raise RowFailed("", f"missing field '{column}'")
     return storage.resolve_relative(value, spec.manifest_dir)
 
 
@@ -83,50 +85,73 @@ def _decode_path(uri: str, decode):
     """Run `decode(local_path)` on a media URI (fetched to a temp file when remote); failures become row failures."""
     try:
         if storage.size(uri) == 0:
-            raise _RowFailed(uri, "empty file (0 bytes)")
+            raise RowFailed(uri, "empty file (0 bytes)")
     except FileNotFoundError:
-        raise _RowFailed(uri, "file not found") from None
+        raise RowFailed(uri, "file not found") from None
     with storage.local_path(uri) as path:
         try:
             return decode(path)
         except media.MediaError as error:
-            raise _RowFailed(uri, str(error)) from None
+            raise RowFailed(uri, str(error)) from None
+
+
+def decode_media(modality: str, uri: str, spec: DecodeSpec) -> np.ndarray:
+    """One media file as its batch-format column value (see `raybind.batch_format`); raises `RowFailed`.
+
+    The embedding API calls this for single files, so a file embeds the same in both.
+    """
+    if modality in ("video", FRAMES):
+        return _decode_path(uri, lambda path: media.decode_video(path, spec.num_frames, spec.frame_size, spec.threads))
+    if modality == "audio":
+        return mel(_decode_path(uri, lambda path: media.decode_audio(path, spec.audio.sample_rate)), spec)
+    if modality == "image":
+        return _decode_bytes(uri, lambda data: media.decode_image(data, spec.frame_size))
+    if modality == "depth":
+        return depth_column(_decode_bytes(uri, lambda data: media.decode_depth(data, uri.split("?")[0])), spec)
+    if modality == "thermal":
+        return _decode_bytes(uri, lambda data: media.decode_image(data, spec.frame_size))[None]
+    raise ValueError(f"unknown modality {modality!r}")
+
+
+def mel(wave: np.ndarray, spec: DecodeSpec) -> np.ndarray:
+    """Waveform at the tower's rate -> the shipped float16 spectrogram column value."""
+    return transforms.audio_mel(wave, spec.audio.sample_rate, spec.audio).numpy().astype(np.float16)
+
+
+def depth_column(depth_m: np.ndarray, spec: DecodeSpec) -> np.ndarray:
+    """Depth in metres [H, W] -> the shipped [1, S, S] float16 column value."""
+    return media.square_crop(depth_m, spec.frame_size, cv2.INTER_AREA)[None].astype(SHIPPED_DTYPE["depth"])
 
 
 def _decode_row(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": str(row["id"])}
-    text = _value(row, "text")
-    if text is None:
-        raise _RowFailed("", "missing field 'text'")
-    out["text"] = text
-    if "label" in row:
-        out["label"] = "" if _value(row, "label") is None else str(row["label"])
+    out: dict[str, Any] = {ID: str(row[ID])}
+    if spec.with_text:
+        text = _value(row, TEXT)
+        if text is None:
+            raise RowFailed("", f"missing field '{TEXT}'")
+        out[TEXT] = text
+    for name in PASSTHROUGH:
+        if name in row:
+            out[name] = "" if _value(row, name) is None else str(row[name])
     audio_column = spec.audio_column() if "audio" in spec.modalities else None
-    wave = None
-    if spec.needs_frames:
-        with_audio = audio_column == "video"
-
+    frames_column = "video" if "video" in spec.modalities else FRAMES
+    if spec.needs_frames and audio_column == "video":
         def frames_and_audio(path: str):  # one fetch of a remote file serves both
-            frames = media.decode_video(path, spec.num_frames, spec.frame_size, spec.threads)
-            return frames, media.decode_audio(path, spec.audio.sample_rate) if with_audio else None
+            return (media.decode_video(path, spec.num_frames, spec.frame_size, spec.threads),
+                    media.decode_audio(path, spec.audio.sample_rate))
 
-        out["video" if "video" in spec.modalities else FRAMES], wave = _decode_path(
-            _media_uri(row, "video", spec), frames_and_audio)
-    if audio_column is not None:
-        if wave is None:
-            wave = _decode_path(_media_uri(row, audio_column, spec),
-                                lambda path: media.decode_audio(path, spec.audio.sample_rate))
-        out["audio"] = transforms.audio_mel(wave, spec.audio.sample_rate, spec.audio).numpy().astype(np.float16)
+        out[frames_column], wave = _decode_path(_media_uri(row, "video", spec), frames_and_audio)
+        out["audio"] = mel(wave, spec)
+    elif spec.needs_frames:
+        out[frames_column] = decode_media("video", _media_uri(row, "video", spec), spec)
+    if audio_column is not None and "audio" not in out:
+        out["audio"] = decode_media("audio", _media_uri(row, audio_column, spec), spec)
     if "image" in spec.modalities:
-        uri = _media_uri(row, "image", spec)
-        out["image"] = _decode_bytes(uri, lambda data: media.decode_image(data, spec.frame_size))
+        out["image"] = decode_media("image", _media_uri(row, "image", spec), spec)
     if "depth" in spec.modalities and spec.depth_from_column:
-        uri = _media_uri(row, "depth", spec)
-        depth = _decode_bytes(uri, lambda data: media.decode_depth(data, uri.split("?")[0]))
-        out["depth"] = media.square_crop(depth, spec.frame_size, cv2.INTER_AREA)[None].astype(np.float16)
+        out["depth"] = decode_media("depth", _media_uri(row, "depth", spec), spec)
     if "thermal" in spec.modalities and spec.thermal_from_column:
-        uri = _media_uri(row, "thermal", spec)
-        out["thermal"] = _decode_bytes(uri, lambda data: media.decode_image(data, spec.frame_size))[None]
+        out["thermal"] = decode_media("thermal", _media_uri(row, "thermal", spec), spec)
     return out
 
 
@@ -134,16 +159,16 @@ def _decode_bytes(uri: str, decode):
     try:
         data = storage.read_bytes(uri)
     except FileNotFoundError:
-        raise _RowFailed(uri, "file not found") from None
+        raise RowFailed(uri, "file not found") from None
     if not data:
-        raise _RowFailed(uri, "empty file (0 bytes)")
+        raise RowFailed(uri, "empty file (0 bytes)")
     try:
         return decode(data)
     except media.MediaError as error:
-        raise _RowFailed(uri, str(error)) from None
+        raise RowFailed(uri, str(error)) from None
 
 
-def _stack(rows: list[dict[str, Any]], template: dict[str, tuple[tuple[int, ...], Any]]) -> dict[str, np.ndarray]:
+def _stack(rows: list[dict[str, Any]], template: Template) -> dict[str, np.ndarray]:
     """Rows -> columns; an all-bad batch still returns every column (empty) so the schema never wavers."""
     columns = {}
     for name, (shape, dtype) in template.items():
@@ -152,25 +177,6 @@ def _stack(rows: list[dict[str, Any]], template: dict[str, tuple[tuple[int, ...]
         else:
             columns[name] = np.stack([r[name] for r in rows]).astype(dtype) if rows else np.zeros((0, *shape), dtype)
     return columns
-
-
-def output_template(spec: DecodeSpec, has_label: bool) -> dict[str, tuple[tuple[int, ...], Any]]:
-    s, n, a = spec.frame_size, spec.num_frames, spec.audio
-    template: dict[str, tuple[tuple[int, ...], Any]] = {"id": ((), object), "text": ((), object)}
-    if has_label:
-        template["label"] = ((), object)
-    template["tokens"] = ((spec.text.context_length,), np.int32)
-    if spec.needs_frames:
-        template["video" if "video" in spec.modalities else FRAMES] = ((n, s, s, 3), np.uint8)
-    if "audio" in spec.modalities:
-        template["audio"] = ((3, a.mel_bins, a.target_length), np.float16)
-    if "image" in spec.modalities:
-        template["image"] = ((s, s, 3), np.uint8)
-    if "depth" in spec.modalities and spec.depth_from_column:
-        template["depth"] = ((1, s, s), np.float16)
-    if "thermal" in spec.modalities and spec.thermal_from_column:
-        template["thermal"] = ((1, s, s, 3), np.uint8)
-    return template
 
 
 def keep_columns(batch: dict[str, np.ndarray], columns: tuple[str, ...] | None) -> dict[str, np.ndarray]:
@@ -188,11 +194,12 @@ def decode_batch(batch: dict[str, np.ndarray], spec: DecodeSpec,
         row = {name: batch[name][i] for name in names}
         try:
             rows.append(_decode_row(row, spec))
-        except _RowFailed as failure:
+        except RowFailed as failure:
             quarantine.record(spec.quarantine_uri, quarantine.QuarantinedRow(
-                id=str(row.get("id")), uri=failure.uri, stage="decode", reason=failure.reason))
-    if rows:
-        tokens = _tokenizer(spec.text)([r["text"] for r in rows]).numpy().astype(np.int32)
+                id=str(row.get(ID)), uri=failure.uri, stage="decode", reason=failure.reason))
+    if rows and spec.with_text:
+        tokens = _tokenizer(spec.text)([r[TEXT] for r in rows]).numpy().astype(np.int32)
         for row, ids in zip(rows, tokens):
-            row["tokens"] = ids
-    return keep_columns(_stack(rows, output_template(spec, "label" in names)), columns)
+            row[TOKENS] = ids
+    passthrough = tuple(name for name in PASSTHROUGH if name in names)
+    return keep_columns(_stack(rows, decoded_template(spec, passthrough)), columns)

@@ -1,51 +1,212 @@
-"""Validation: contrastive loss and text-to-X retrieval over a whole (small) validation set."""
+"""Zero-shot evaluation of a checkpoint, the way papers measure it, over manifests of any size.
+
+Rows stream through `raybind.inference` (the training decode stages, then model actors); the driver
+holds only ids, labels and embeddings, and scores the tasks (each per modality present):
+
+- retrieval: text-to-X (the papers' number) and X-to-text R@1/5/10, median and mean rank;
+- classification: top-1/top-5 against class embeddings from prompt templates (`raybind.prompts`),
+  per fold when the manifest has folds;
+- emergent: retrieval between two non-language modalities that never trained together (X -> Y);
+- arithmetic: two modalities' embeddings summed and renormalised retrieve the row's third (ImageBind's
+  composition), beside the better single modality as its baseline.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+import json
+import logging
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
 
+import numpy as np
+import pyarrow.parquet as pq
 import torch
+import torch.nn.functional as F
 
-from encoders import BindModel, contrastive_loss
-from raybind.batches import tower_input
+from encoders.checkpoint import MANIFEST
+from raybind import quarantine, storage
+from raybind.batch_format import FOLD, ID, LABEL, TEXT, TEXT_EMBEDDING, embedding_column
+from raybind.benchmarks import build
+from raybind.embed import Embedder, read_checkpoint, resolve_checkpoint, saved_data_settings
+from raybind.errors import InputError
+from raybind.inference import available_modalities, collect, embedding_stream, inference_config
+from raybind.manifest import MEDIA_COLUMNS, load_manifest
+from raybind.pipeline import check_counts, check_synthesizer_paths
+from raybind.prompts import class_embeddings, templates_for
+from raybind.ranking import classification_scores, confusion_matrix, recall_curve, retrieval_scores
+from raybind.report import write_report
+from raybind.runtime import init_ray
 
+log = logging.getLogger(__name__)
 
-@torch.no_grad()
-def embed_split(model: BindModel, modality: str, batches: Iterable[dict[str, torch.Tensor]],
-                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(modality embeddings, text embeddings) of every validation row, in order."""
-    was_training = model.training
-    model.eval()
-    pre = model.tower_config(modality).preprocess
-    xs, ts = [], []
-    for batch in batches:
-        xs.append(model.encode(modality, tower_input(modality, batch[modality].to(device), pre, train=False)))
-        ts.append(model.encode_text(batch["tokens"].to(device).long()))
-    model.train(was_training)
-    return torch.cat(xs), torch.cat(ts)
-
-
-def recall_at(similarity: torch.Tensor, k: int) -> float:
-    """Share of queries (rows) whose own item (same index) is among the top k columns."""
-    k = min(k, similarity.shape[1])
-    top = similarity.topk(k, dim=1).indices
-    own = torch.arange(similarity.shape[0], device=similarity.device)[:, None]
-    return float((top == own).any(dim=1).float().mean())
+TASKS = ("retrieval", "classification", "emergent", "arithmetic")
+METRICS_FILE = "metrics.json"
 
 
-def retrieval_metrics(model: BindModel, modality: str, batches: list[dict[str, torch.Tensor]],
-                      device: torch.device) -> dict[str, float]:
-    x, t = embed_split(model, modality, batches, device)
-    if len(x) == 0:
-        return {}
-    similarity = t @ x.T  # text queries over modality items
-    scale = model.logit_scale(modality).detach()
+def _tensor(columns: dict[str, np.ndarray], name: str) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(columns[name], dtype=np.float32))
+
+
+def retrieval(columns: dict[str, np.ndarray], modalities: Sequence[str], plots: dict) -> dict[str, Any]:
+    text = _tensor(columns, TEXT_EMBEDDING)
+    out = {}
+    for modality in modalities:
+        similarity = text @ _tensor(columns, embedding_column(modality)).T
+        out[modality] = {**retrieval_scores(similarity), "x2t": retrieval_scores(similarity.T)}
+        plots.setdefault("recall", {})[f"text->{modality}"] = recall_curve(similarity)
+        plots.setdefault("similarity", {}).setdefault(f"text x {modality}", similarity[:16, :16].numpy())
+    return out
+
+
+def classification(columns: dict[str, np.ndarray], modalities: Sequence[str], classes: Sequence[str],
+                   embed_text: Callable[[list[str]], torch.Tensor], templates: Mapping[str, Sequence[str]] | None,
+                   plots: dict) -> dict[str, Any]:
+    labels = [str(v) for v in columns[LABEL]]
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({label for label in labels if label not in index})
+    if unknown:
+        raise InputError(f"classification: labels {unknown[:5]} are not among the classes {list(classes)[:10]}")
+    targets = torch.tensor([index[label] for label in labels])
+    folds = [str(v) for v in columns[FOLD]] if FOLD in columns else None
+    out = {}
+    for modality in modalities:
+        logits = _tensor(columns, embedding_column(modality)) @ class_embeddings(
+            classes, templates_for(modality, templates), embed_text).T
+        scores = classification_scores(logits, targets)
+        if folds is not None:
+            scores["folds"] = {}
+            for fold in sorted(set(folds), key=lambda f: (len(f), f)):
+                rows = torch.tensor([f == fold for f in folds])
+                scores["folds"][fold] = classification_scores(logits[rows], targets[rows])
+        out[modality] = scores
+        plots.setdefault("confusion", {})[modality] = (confusion_matrix(logits, targets).numpy(), list(classes))
+    return out
+
+
+def emergent(columns: dict[str, np.ndarray], modalities: Sequence[str], plots: dict) -> dict[str, Any]:
+    out = {}
+    for a, b in itertools.permutations(modalities, 2):
+        similarity = _tensor(columns, embedding_column(a)) @ _tensor(columns, embedding_column(b)).T
+        out[f"{a}->{b}"] = retrieval_scores(similarity)
+        plots.setdefault("recall", {})[f"{a}->{b}"] = recall_curve(similarity)
+    return out
+
+
+def arithmetic(columns: dict[str, np.ndarray], modalities: Sequence[str], plots: dict) -> dict[str, Any]:
+    out = {}
+    for target in modalities:
+        items = _tensor(columns, embedding_column(target))
+        for a, b in itertools.combinations([m for m in modalities if m != target], 2):
+            xa, xb = _tensor(columns, embedding_column(a)), _tensor(columns, embedding_column(b))
+            similarity = F.normalize(xa + xb, dim=-1) @ items.T
+            single = max(retrieval_scores(x @ items.T)["r1"] for x in (xa, xb))
+            out[f"{a}+{b}->{target}"] = {**retrieval_scores(similarity), "best_single_r1": single}
+            plots.setdefault("recall", {})[f"{a}+{b}->{target}"] = recall_curve(similarity)
+    return out
+
+
+def applicable_tasks(columns: Sequence[str], modalities: Sequence[str]) -> dict[str, str | None]:
+    """Each task -> None when it can run on this manifest, else why not."""
     return {
-        "val_loss": float(contrastive_loss(x, t, scale, gather=False)),
-        "val_r1": recall_at(similarity, 1),
-        "val_r5": recall_at(similarity, 5),
-        "val_r10": recall_at(similarity, 10),
-        "val_r1_x2t": recall_at(similarity.T, 1),
-        "chance": 1.0 / len(x),
-        "val_rows": float(len(x)),
+        "retrieval": None if TEXT in columns else "the manifest has no 'text' column",
+        "classification": None if LABEL in columns else "the manifest has no 'label' column",
+        "emergent": None if len(modalities) >= 2 else f"needs two non-language modalities per row, has {list(modalities)}",
+        "arithmetic": None if len(modalities) >= 3 else f"needs three non-language modalities per row, has {list(modalities)}",
     }
+
+
+def choose_tasks(requested: Sequence[str] | None, defaults: Sequence[str] | None,
+                 why_not: dict[str, str | None]) -> list[str]:
+    unknown = [t for t in requested or () if t not in TASKS]
+    if unknown:
+        raise InputError(f"unknown task(s) {unknown}; valid: {list(TASKS)}")
+    if requested:
+        blocked = {t: why_not[t] for t in requested if why_not[t]}
+        if blocked:
+            raise InputError("cannot run " + "; ".join(f"{t}: {why}" for t, why in blocked.items()))
+        return list(requested)
+    tasks = [t for t in (defaults or TASKS) if why_not[t] is None]
+    if not tasks:
+        raise InputError("no task applies to this manifest: " + "; ".join(f"{t}: {w}" for t, w in why_not.items()))
+    return tasks
+
+
+def _progress(batches, total: int, out=sys.stderr):
+    """Pass batches through, printing rows embedded at most every 5 seconds (long evaluations show progress)."""
+    done, last = 0, time.perf_counter()
+    for batch in batches:
+        done += len(batch[ID])
+        if time.perf_counter() - last > 5:
+            print(f"embedded {done}/{total} rows", file=out, flush=True)
+            last = time.perf_counter()
+        yield batch
+
+
+def evaluate(checkpoint: str, output: str, data: str | None = None, benchmark: str | None = None,
+             root: str | None = None, tasks: Sequence[str] | None = None, overrides: Sequence[str] = (),
+             templates: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint on a manifest or a benchmark layout; writes `metrics.json`, `report.md`,
+    plots and `quarantine.jsonl` under `output` and returns the summary (the job's last stdout line)."""
+    if (data is None) == (benchmark is None):
+        raise InputError("give either a manifest (--data) or a benchmark (--benchmark with --root)")
+    started = time.perf_counter()
+    checkpoint = resolve_checkpoint(checkpoint)
+    ckpt_manifest = json.loads(storage.read_text(storage.join(checkpoint, MANIFEST)))
+    output = storage.absolute(output)
+    classes, defaults = None, None
+    if benchmark is not None:
+        if root is None:
+            raise InputError("--benchmark needs --root, the folder that holds the benchmark")
+        built = build(benchmark, root)
+        table, classes, defaults = built.table, built.classes, built.tasks
+        manifest_uri = storage.join(output, "manifest.parquet")
+        fs, path = storage.resolve(manifest_uri)
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        pq.write_table(table, path, filesystem=fs)   # the exact rows evaluated, for the record
+    else:
+        manifest_uri = data
+        table = load_manifest(data, [], required=(ID,)).table
+    media_columns = [c for c in MEDIA_COLUMNS if c in table.column_names]
+    towers = [t["modality"] for t in ckpt_manifest["model"]["towers"]]
+    modalities = available_modalities(towers, media_columns, saved_data_settings(ckpt_manifest), synthesize=True)
+    if not modalities:
+        raise InputError(f"the manifest's media columns {media_columns} feed none of the checkpoint's towers {towers}")
+    chosen = choose_tasks(tasks, defaults, applicable_tasks(table.column_names, modalities))
+    if LABEL in table.column_names and classes is None:
+        classes = tuple(sorted({str(v) for v in table.column(LABEL).to_pylist() if v is not None}))
+    cfg = inference_config(ckpt_manifest, manifest_uri, modalities, overrides, media_columns=media_columns)
+    check_synthesizer_paths(cfg)
+    init_ray(cfg)
+    quarantine_uri = storage.join(output, quarantine.QUARANTINE_DIR)
+    storage.delete_dir(quarantine_uri)  # a re-run counts afresh
+    model, _ = read_checkpoint(checkpoint)
+    text_embedder = Embedder(model, None, torch.device("cpu"))  # class prompts on the driver
+    ds = embedding_stream(cfg, model.config, checkpoint, table, manifest_uri, quarantine_uri, modalities,
+                          with_text="retrieval" in chosen)
+    print(f"evaluating {table.num_rows} rows ({', '.join(modalities)}): {', '.join(chosen)}", file=sys.stderr)
+    columns = collect(_progress(ds.iter_batches(batch_size=None, batch_format="numpy"), table.num_rows))
+    bad = quarantine.collect(quarantine_uri, storage.join(output, quarantine.QUARANTINE_FILE))
+    counts = {"rows_in": table.num_rows, "rows_out": int(len(columns.get(ID, []))), "rows_quarantined": len(bad)}
+    check_counts(counts)
+    if counts["rows_out"] == 0:
+        raise InputError(f"every row was quarantined (see {storage.join(output, quarantine.QUARANTINE_FILE)})")
+    plots: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
+    for task in chosen:
+        if task == "retrieval":
+            metrics[task] = retrieval(columns, modalities, plots)
+        elif task == "classification":
+            metrics[task] = classification(columns, modalities, classes, text_embedder.embed_text, templates, plots)
+        elif task == "emergent":
+            metrics[task] = emergent(columns, modalities, plots)
+        else:
+            metrics[task] = arithmetic(columns, modalities, plots)
+    summary = {**counts, "checkpoint": storage.redact(checkpoint), "data": storage.redact(manifest_uri),
+               "benchmark": benchmark, "modalities": modalities, "tasks": chosen, "metrics": metrics,
+               "output": storage.redact(output), "wall_s": round(time.perf_counter() - started, 1)}
+    summary["report"] = write_report(output, summary, plots)
+    storage.write_text(storage.join(output, METRICS_FILE), json.dumps(summary, indent=2, sort_keys=True))
+    return summary

@@ -60,11 +60,12 @@ def _read_table(uri: str) -> pa.Table:
         raise ManifestError(f"cannot read manifest {storage.redact(uri)} as {kind}: {error}") from None
 
 
-def load_manifest(uri: str, needed: list[str]) -> Manifest:
-    """Read and check a manifest: fails fast when it is missing, unreadable, lacks a column or repeats an id."""
+def load_manifest(uri: str, needed: list[str], required: tuple[str, ...] = REQUIRED_COLUMNS) -> Manifest:
+    """Read and check a manifest: fails fast when it is missing, unreadable, lacks a column or repeats an id.
+    Training requires captions (`required` = id, text); inference over media alone only ids."""
     table = _read_table(uri)
     names = list(table.column_names)
-    missing = [c for c in (*REQUIRED_COLUMNS, *needed) if c not in names]
+    missing = [c for c in (*required, *needed) if c not in names]
     if missing:
         raise ManifestError(f"manifest {storage.redact(uri)} lacks column(s) {missing}; it has {names}")
     ids = table.column("id").to_pandas().astype(str)

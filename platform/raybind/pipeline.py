@@ -18,12 +18,14 @@ import ray.data
 from ray.data import ActorPoolStrategy, Dataset
 
 from encoders.backbone import WEIGHT_SUFFIXES
+from encoders.config import ModelConfig
 from raybind import storage
 from raybind.config import RayBindConfig, SynthesisSettings
-from raybind.decode_stage import FRAMES, DecodeSpec, decode_batch, output_template
+from raybind.batch_format import FRAMES, SHIPPED_DTYPE, decoded_template, synthesized_shape
+from raybind.decode_stage import DecodeSpec, decode_batch
 from raybind.errors import InputError
 from raybind.manifest import ManifestError, load_manifest
-from raybind.synthesis_stage import SHIPPED_DTYPE, DecodeAndSynthesisStage, SynthesisStage
+from raybind.synthesis_stage import DecodeAndSynthesisStage, SynthesisStage
 
 BUILT_MARKER = "dataset.json"
 BUILT_DATA = "data"
@@ -61,8 +63,11 @@ def check_synthesizer_paths(cfg: RayBindConfig) -> None:
                              "the quickstart or `jobs/make_demo_data.py --synthesizers` first)")
 
 
-def decode_spec(cfg: RayBindConfig, manifest_uri: str, quarantine_uri: str, media_columns: list[str]) -> DecodeSpec:
-    model = cfg.model_config_for_encoders()
+def decode_spec(cfg: RayBindConfig, manifest_uri: str, quarantine_uri: str, media_columns: list[str],
+                model: ModelConfig | None = None) -> DecodeSpec:
+    """How rows decode for `cfg`'s data settings and a model's preprocessing (default: the config's model;
+    inference passes the checkpoint's)."""
+    model = model or cfg.model_config_for_encoders()
     image_size = model.towers[0].preprocess.image_size
     audio = next((t.preprocess for t in model.towers if t.modality == "audio"), model.towers[0].preprocess)
     return DecodeSpec(
@@ -77,12 +82,11 @@ def decode_spec(cfg: RayBindConfig, manifest_uri: str, quarantine_uri: str, medi
 def decoded_row_bytes(cfg: RayBindConfig, columns: list[str] | None = None) -> int:
     """Bytes one decoded training row occupies (the shipped columns: frames, spectrograms, maps, tokens)."""
     spec = decode_spec(cfg, "", "", media_columns=[])
-    shapes = {name: (shape, np.dtype(dtype).itemsize) for name, (shape, dtype) in output_template(spec, False).items()
+    shapes = {name: (shape, np.dtype(dtype).itemsize) for name, (shape, dtype) in decoded_template(spec).items()
               if dtype is not object}
-    side = spec.frame_size
     for modality, settings in synthesis_settings(cfg).items():
         count = 1 if settings.frames == "one" else cfg.data.num_frames
-        shapes[modality] = ((count, side, side) if modality == "depth" else (count, side, side, 3),
+        shapes[modality] = (synthesized_shape(modality, count, spec.frame_size),
                             np.dtype(SHIPPED_DTYPE[modality]).itemsize)
     return sum(int(np.prod(shape)) * size for name, (shape, size) in shapes.items()
                if columns is None or name in columns)
@@ -146,30 +150,34 @@ def build_stream(cfg: RayBindConfig, source_uri: str, quarantine_uri: str, shuff
             {"audio", "video"} & set(manifest.media_columns)):
         raise ManifestError(f"manifest {storage.redact(source_uri)} has neither an 'audio' nor a 'video' column")
     check_synthesizer_paths(cfg)
-    decode, pool = cfg.data.decode, cfg.data.synthesis
-    ds = manifest_blocks(manifest.table, decode.batch_size, cfg.seed if shuffle else None)
+    ds = manifest_blocks(manifest.table, cfg.data.decode.batch_size, cfg.seed if shuffle else None)
     if shuffle:
         ds = ds.randomize_block_order()
     spec = decode_spec(cfg, source_uri, quarantine_uri, manifest.media_columns)
-    frames_column = "video" if "video" in cfg.data.modalities else FRAMES
-    synthesized = synthesis_settings(cfg)
+    return Stream(decode_stages(ds, cfg, spec, keep), manifest.rows, quarantine_uri, source_uri)
+
+
+def decode_stages(ds: Dataset, cfg: RayBindConfig, spec: DecodeSpec, keep: tuple[str, ...] | None) -> Dataset:
+    """Manifest blocks -> decoded (and, for `spec.synthesize`, synthesized) batches: the stages training,
+    evaluation and embedding share."""
+    decode, pool = cfg.data.decode, cfg.data.synthesis
+    frames_column = "video" if "video" in spec.modalities else FRAMES
+    synthesized = {m: s for m, s in synthesis_settings(cfg).items() if m in spec.synthesize}
     if synthesized and pool.num_gpus == 0:
         # CPU synthesis: each actor decodes and synthesizes its batch. Separate CPU decode tasks and CPU
         # synthesis actors compete for the same cores and the OS splits them evenly, starving synthesis.
-        ds = ds.map_batches(DecodeAndSynthesisStage,
-                            fn_constructor_args=(spec, synthesized, pool, frames_column, keep),
-                            compute=ActorPoolStrategy(size=pool.actors), batch_size=decode.batch_size,
-                            num_cpus=pool.num_cpus, batch_format="numpy")
-    elif synthesized:  # CPU tasks decode, GPU actors synthesize
+        return ds.map_batches(DecodeAndSynthesisStage,
+                              fn_constructor_args=(spec, synthesized, pool, frames_column, keep),
+                              compute=ActorPoolStrategy(size=pool.actors), batch_size=decode.batch_size,
+                              num_cpus=pool.num_cpus, batch_format="numpy")
+    if synthesized:  # CPU tasks decode, GPU actors synthesize
         ds = ds.map_batches(partial(decode_batch, spec=spec), batch_size=decode.batch_size,
                             num_cpus=decode.num_cpus, batch_format="numpy")
-        ds = ds.map_batches(SynthesisStage, fn_constructor_args=(synthesized, pool, frames_column, keep),
-                            compute=ActorPoolStrategy(size=pool.actors), batch_size=pool.batch_size,
-                            num_cpus=pool.num_cpus, num_gpus=pool.num_gpus, batch_format="numpy")
-    else:
-        ds = ds.map_batches(partial(decode_batch, spec=spec, columns=keep), batch_size=decode.batch_size,
-                            num_cpus=decode.num_cpus, batch_format="numpy")
-    return Stream(ds, manifest.rows, quarantine_uri, source_uri)
+        return ds.map_batches(SynthesisStage, fn_constructor_args=(synthesized, pool, frames_column, keep),
+                              compute=ActorPoolStrategy(size=pool.actors), batch_size=pool.batch_size,
+                              num_cpus=pool.num_cpus, num_gpus=pool.num_gpus, batch_format="numpy")
+    return ds.map_batches(partial(decode_batch, spec=spec, columns=keep), batch_size=decode.batch_size,
+                          num_cpus=decode.num_cpus, batch_format="numpy")
 
 
 def _built_stream(cfg: RayBindConfig, uri: str, columns: tuple[str, ...] | None) -> Stream:

@@ -88,6 +88,11 @@ def exists(uri: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
+def is_dir(uri: str) -> bool:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
 def size(uri: str) -> int:
     """File size in bytes; FileNotFoundError when absent."""
     fs, path = resolve(uri)
@@ -156,3 +161,21 @@ def local_path(uri: str, suffix: str = "") -> Iterator[str]:
         tmp.write(read_bytes(uri))
         tmp.flush()
         yield tmp.name
+
+
+@contextlib.contextmanager
+def local_dir(uri: str) -> Iterator[str]:
+    """A local folder for a folder URI (the folder itself when local, a temporary copy when remote), e.g.
+    a checkpoint that loaders read file by file."""
+    if not is_remote(uri):
+        path = resolve(uri)[1]
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"not a folder: {uri}")
+        yield path
+        return
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"not found: {redact(uri)}")
+    with tempfile.TemporaryDirectory(prefix="raybind-") as tmp:
+        pafs.copy_files(path, tmp, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        yield tmp

@@ -15,7 +15,8 @@ import torch
 
 from raybind import storage
 from raybind.config import SynthesisPoolSettings, SynthesisSettings
-from raybind.decode_stage import FRAMES, DecodeSpec, decode_batch, keep_columns
+from raybind.batch_format import FRAMES, ID, SHIPPED_DTYPE, synthesized_shape
+from raybind.decode_stage import DecodeSpec, decode_batch, keep_columns
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,6 @@ def load_synthesizer(modality: str, settings: SynthesisSettings, device: str):
     return ThermalSynthesizer.from_munit(*random_thermal_generator(settings.seed), device=device)
 
 
-# What each synthesized modality ships through the object store.
-SHIPPED_DTYPE = {"depth": np.float16, "thermal": np.uint8}
-
-
 def synthesize(synthesizer, settings: SynthesisSettings, frames: np.ndarray, ids: np.ndarray,
                modality: str) -> np.ndarray:
     """[B, N, S, S, 3] uint8 -> [B, 1 or N, ...]: one reproducible random frame per clip, or all N."""
@@ -59,8 +56,7 @@ def synthesize(synthesizer, settings: SynthesisSettings, frames: np.ndarray, ids
     if len(flat):
         produced = synthesizer(flat)
     else:  # an all-quarantined batch: keep the column and its per-row shape
-        side = chosen.shape[2]
-        produced = np.zeros((0, side, side) if modality == "depth" else (0, side, side, 3))
+        produced = np.zeros(synthesized_shape(modality, 0, chosen.shape[2]))
     produced = produced.astype(SHIPPED_DTYPE[modality])
     return produced.reshape(clips, chosen.shape[1], *produced.shape[1:])
 
@@ -69,7 +65,7 @@ def synthesize_batch(batch: dict[str, np.ndarray], synthesizers: dict, settings:
                      frames_column: str, columns: tuple[str, ...] | None) -> dict[str, np.ndarray]:
     """Add every synthesized modality to a decoded batch, then keep only what is shipped on."""
     for modality, synthesizer in synthesizers.items():
-        batch[modality] = synthesize(synthesizer, settings[modality], batch[frames_column], batch["id"], modality)
+        batch[modality] = synthesize(synthesizer, settings[modality], batch[frames_column], batch[ID], modality)
     batch.pop(FRAMES, None)  # decoded only to synthesize from: not shipped on
     return keep_columns(batch, columns)
 

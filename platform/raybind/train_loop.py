@@ -1,5 +1,5 @@
 """The training loop each Ray Train worker runs. Reusable parts live in `encoders` (towers, loss,
-optimizer, the training step, checkpoints) and beside this file (schedule, batches, evaluation, metric
+optimizer, the training step, checkpoints) and beside this file (schedule, batches, validation, metric
 names); this file is the loop.
 
 Per step: pick the tower for this step (same on every rank), turn the batch's column into tower input
@@ -31,7 +31,7 @@ from encoders.step import accumulate_gradients, apply_update
 from raybind import metrics as M
 from raybind.batches import tower_input
 from raybind.config import RayBindConfig
-from raybind.evaluation import retrieval_metrics
+from raybind.validation import retrieval_metrics
 from raybind.schedule import modality_sequence
 from raybind.train_state import load_training_checkpoint, save_training_checkpoint
 from raybind.worker_model import autocast_for, build_model, build_worker_optimizer
@@ -178,7 +178,7 @@ def _report(cfg: RayBindConfig, rank: int, world: int, step: int, progress: dict
     """Metrics every `log_every` steps; with a checkpoint every `checkpoint_every` steps and at the end."""
     metrics = _metrics(step, progress, model, optimizer, meter, world, latest_val)
     if step == cfg.train.steps or (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0):
-        _report_with_checkpoint(rank, metrics, model, optimizer, scheduler, progress)
+        _report_with_checkpoint(rank, metrics, model, optimizer, scheduler, progress, cfg.inference_data())
     else:
         ray.train.report(metrics)
 
@@ -242,10 +242,10 @@ def _metrics(step: int, progress: dict[str, Any], model: BindModel, optimizer, m
 
 
 def _report_with_checkpoint(rank: int, metrics: dict[str, Any], model: BindModel, optimizer, scheduler,
-                            progress: dict[str, Any]) -> None:
+                            progress: dict[str, Any], data: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
         if rank == 0:
-            save_training_checkpoint(Path(directory), model, optimizer, scheduler, progress)
+            save_training_checkpoint(Path(directory), model, optimizer, scheduler, progress, data)
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(metrics, checkpoint=checkpoint)

@@ -24,6 +24,7 @@ from ray.train.v2.api.callback import UserCallback
 
 from raybind import metrics as M
 from raybind import quarantine, storage
+from raybind.batch_format import training_columns
 from raybind.config import RayBindConfig
 from raybind.console import ProgressPrinter
 from raybind.demo_data import generate
@@ -81,10 +82,6 @@ def check_storage(run_uri: str) -> None:
         fs.delete_file(path)
     except OSError as error:
         raise StorageError(f"cannot write to storage {storage.redact(run_uri)}: {error}") from None
-
-
-def _columns(cfg: RayBindConfig) -> list[str]:
-    return [*cfg.data.modalities, "tokens"]
 
 
 def process_group_backend(use_gpu: bool) -> str:
@@ -145,7 +142,7 @@ def prepare(cfg: RayBindConfig, run_uri: str | None = None) -> Prepared:
     ensure_demo_data(cfg)
     init_ray(cfg)
     check_cluster(cfg)
-    columns = _columns(cfg)
+    columns = training_columns(cfg.data.modalities)
     train = build_stream(cfg, cfg.data.train, storage.join(run_uri, "quarantine", "train"), shuffle=True,
                          columns=columns)
     cache_decoded_rows(cfg, train, columns)

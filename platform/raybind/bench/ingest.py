@@ -21,6 +21,7 @@ import torch
 
 from raybind import media
 from raybind.bench import SYNTHESIS, SYNTHESIZERS
+from raybind.batch_format import rows_in, training_columns
 from raybind.bench.clips import make_clips, write_manifest
 from raybind.config import RayBindConfig, validate
 from raybind.pipeline import build_stream, decode_spec, synthesis_settings
@@ -72,7 +73,7 @@ def _timed(batches) -> dict:
     start = time.perf_counter()
     rows, first_rows, first_at = 0, 0, None
     for batch in batches:
-        rows += len(batch["tokens"])
+        rows += rows_in(batch)
         if first_at is None:
             first_at, first_rows = time.perf_counter() - start, rows
     seconds = time.perf_counter() - start
@@ -82,7 +83,7 @@ def _timed(batches) -> dict:
 
 
 # What a training worker reads from every row.
-SHIPPED_COLUMNS = ("video", "audio", "depth", "thermal", "tokens")
+SHIPPED_COLUMNS = tuple(training_columns(("video", "audio", "depth", "thermal")))
 
 
 def _manifest_rows(cfg: RayBindConfig) -> list[dict]:

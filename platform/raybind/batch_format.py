@@ -1,0 +1,84 @@
+"""The batch format: the columns that decoding produces and training, evaluation and embedding read.
+
+One place for column names, dtypes and per-row shapes, so the decode stage, the synthesis stage, the
+trainer, the inference actors and the benchmarks agree by construction:
+
+    id        object  ()                  the manifest's id (str)
+    text      object  ()                  the caption (absent when the consumer needs no text)
+    tokens    int32   (context_length,)   the caption tokenized for the language tower
+    label     object  ()                  carried from the manifest when present (classification)
+    fold      object  ()                  carried from the manifest when present (per-fold results)
+    video     uint8   (N, S, S, 3)        N frames, RGB, S = image size + crop margin
+    frames    uint8   (N, S, S, 3)        decoded only to synthesize depth/thermal from; never shipped
+    audio     float16 (3, mel_bins, T)    three mel chunks (LanguageBind's audio input)
+    image     uint8   (S, S, 3)
+    depth     float16 (K, S, S)           metres; K = 1 (one frame per clip) or N (all frames)
+    thermal   uint8   (K, S, S, 3)
+    emb_<m>   float32 (D,)                inference output: L2-normalised embedding of modality m (or text)
+
+Normalisation and augmentation happen on the consuming device (`raybind.batches.tower_input`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from raybind.decode_stage import DecodeSpec
+
+ID, TEXT, TOKENS, LABEL, FOLD, FRAMES = "id", "text", "tokens", "label", "fold", "frames"
+PASSTHROUGH = (LABEL, FOLD)   # manifest columns carried through decoding unchanged, as strings
+EMBEDDING_PREFIX = "emb_"
+TEXT_EMBEDDING = EMBEDDING_PREFIX + "text"
+
+# What each synthesized modality ships through the object store.
+SHIPPED_DTYPE = {"depth": np.float16, "thermal": np.uint8}
+
+Template = dict[str, tuple[tuple[int, ...], Any]]
+
+
+def embedding_column(modality: str) -> str:
+    return EMBEDDING_PREFIX + modality
+
+
+def synthesized_shape(modality: str, count: int, side: int) -> tuple[int, ...]:
+    """Per-row shape of a synthesized depth or thermal column (count: 1 frame or all N)."""
+    return (count, side, side) if modality == "depth" else (count, side, side, 3)
+
+
+def decoded_template(spec: "DecodeSpec", passthrough: tuple[str, ...] = ()) -> Template:
+    """{column: (per-row shape, dtype)} of a decoded batch; object dtype for strings."""
+    s, n, a = spec.frame_size, spec.num_frames, spec.audio
+    template: Template = {ID: ((), object)}
+    if spec.with_text:
+        template[TEXT] = ((), object)
+    for name in passthrough:
+        template[name] = ((), object)
+    if spec.with_text:
+        template[TOKENS] = ((spec.text.context_length,), np.int32)
+    if spec.needs_frames:
+        template["video" if "video" in spec.modalities else FRAMES] = ((n, s, s, 3), np.uint8)
+    if "audio" in spec.modalities:
+        template["audio"] = ((3, a.mel_bins, a.target_length), np.float16)
+    if "image" in spec.modalities:
+        template["image"] = ((s, s, 3), np.uint8)
+    if "depth" in spec.modalities and spec.depth_from_column:
+        template["depth"] = (synthesized_shape("depth", 1, s), SHIPPED_DTYPE["depth"])
+    if "thermal" in spec.modalities and spec.thermal_from_column:
+        template["thermal"] = (synthesized_shape("thermal", 1, s), SHIPPED_DTYPE["thermal"])
+    return template
+
+
+def training_columns(modalities: tuple[str, ...] | list[str]) -> list[str]:
+    """What a training worker reads: each tower's input and the caption tokens."""
+    return [*modalities, TOKENS]
+
+
+def rows_in(batch: dict[str, Any]) -> int:
+    """Rows in a batch of this format (every batch has ids; training batches may keep only tokens)."""
+    for name in (ID, TOKENS):
+        if name in batch:
+            return len(batch[name])
+    return len(next(iter(batch.values()))) if batch else 0

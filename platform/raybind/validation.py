@@ -1,0 +1,45 @@
+"""Validation: contrastive loss and text-to-X retrieval over a whole (small) validation set."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from encoders import BindModel, contrastive_loss
+from raybind.batch_format import TOKENS
+from raybind.batches import tower_input
+from raybind.ranking import recall_at
+
+
+@torch.no_grad()
+def embed_split(model: BindModel, modality: str, batches: Iterable[dict[str, torch.Tensor]],
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(modality embeddings, text embeddings) of every validation row, in order."""
+    was_training = model.training
+    model.eval()
+    pre = model.tower_config(modality).preprocess
+    xs, ts = [], []
+    for batch in batches:
+        xs.append(model.encode(modality, tower_input(modality, batch[modality].to(device), pre, train=False)))
+        ts.append(model.encode_text(batch[TOKENS].to(device).long()))
+    model.train(was_training)
+    return torch.cat(xs), torch.cat(ts)
+
+
+def retrieval_metrics(model: BindModel, modality: str, batches: list[dict[str, torch.Tensor]],
+                      device: torch.device) -> dict[str, float]:
+    x, t = embed_split(model, modality, batches, device)
+    if len(x) == 0:
+        return {}
+    similarity = t @ x.T  # text queries over modality items
+    scale = model.logit_scale(modality).detach()
+    return {
+        "val_loss": float(contrastive_loss(x, t, scale, gather=False)),
+        "val_r1": recall_at(similarity, 1),
+        "val_r5": recall_at(similarity, 5),
+        "val_r10": recall_at(similarity, 10),
+        "val_r1_x2t": recall_at(similarity.T, 1),
+        "chance": 1.0 / len(x),
+        "val_rows": float(len(x)),
+    }
