@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup quickstart test demo
+.PHONY: setup quickstart test demo cluster-package
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -22,3 +22,12 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest -q
+
+# Zips of HEAD for cluster/kuberay/rayjob*.yaml (upload them to s3://YOUR-BUCKET/raybind/<commit>/):
+# the working dir (jobs, configs) and the two packages as py_modules, all from one commit.
+cluster-package:
+	rm -rf dist/cluster && mkdir -p dist/cluster
+	git archive --format=zip -o dist/cluster/working_dir.zip HEAD jobs configs
+	git archive --format=zip -o dist/cluster/raybind.zip HEAD:platform raybind
+	git archive --format=zip -o dist/cluster/encoders.zip HEAD encoders
+	@echo "upload dist/cluster/*.zip to s3://YOUR-BUCKET/raybind/$$(git rev-parse --short HEAD)/"

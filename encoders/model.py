@@ -62,8 +62,10 @@ class BindModel(nn.Module):
         with torch.no_grad():
             return F.normalize(self.text(tokens).float(), dim=-1)
 
-    def encode(self, modality: str, batch: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.tower(modality)(batch).float(), dim=-1)
+    def encode(self, modality: str, batch: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """`frames`: video only, per-row frame counts when images (1 frame) ride along with clips."""
+        tower = self.tower(modality)
+        return F.normalize((tower(batch) if frames is None else tower(batch, frames=frames)).float(), dim=-1)
 
     def logit_scale(self, modality: str) -> torch.Tensor:
         return self.tower(modality).logit_scale()

@@ -28,12 +28,15 @@ from encoders.towers import ModalityTower
 
 ACCUMULATION_MODES = ("cached", "plain")
 
-Forward = Callable[[torch.Tensor], torch.Tensor]
+Forward = Callable[..., torch.Tensor]
 ContextFactory = Callable[[], contextlib.AbstractContextManager]
+# A micro-batch: the tower input, or a tuple of forward arguments (e.g. video clips and per-row frame counts)
+MicroInput = torch.Tensor | tuple[torch.Tensor, ...]
 
 
-def _features(forward: Forward, inputs: torch.Tensor) -> torch.Tensor:
-    return F.normalize(forward(inputs).float(), dim=-1)
+def _features(forward: Forward, inputs: MicroInput) -> torch.Tensor:
+    out = forward(*inputs) if isinstance(inputs, tuple) else forward(inputs)
+    return F.normalize(out.float(), dim=-1)
 
 
 def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -47,7 +50,7 @@ def _set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torc
         torch.cuda.set_rng_state(state[1], device)
 
 
-def accumulate_gradients(tower: ModalityTower, micro_inputs: Sequence[torch.Tensor],
+def accumulate_gradients(tower: ModalityTower, micro_inputs: Sequence[MicroInput],
                          micro_text: Sequence[torch.Tensor], mode: str = "cached", forward: Forward | None = None,
                          no_sync: ContextFactory | None = None,
                          autocast: ContextFactory = contextlib.nullcontext) -> float:
@@ -76,7 +79,8 @@ def accumulate_gradients(tower: ModalityTower, micro_inputs: Sequence[torch.Tens
             total += float(loss.detach())
         return total
 
-    device = micro_inputs[0].device
+    first = micro_inputs[0]
+    device = (first[0] if isinstance(first, tuple) else first).device
     states, cached = [], []
     with torch.no_grad(), autocast():
         for inputs in micro_inputs:

@@ -158,13 +158,33 @@ class ModalityTower(nn.Module):
             return f"[batch, frames<={pre.num_frames}, 3, {h}, {w}]"
         return f"[batch, 3, {h}, {w}]"
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Unnormalised embeddings [batch, embed_dim]."""
+    def forward(self, batch: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """Unnormalised embeddings [batch, embed_dim]. Video only: `frames` [batch] marks rows that are
+        1-frame clips (images, OmniVL-style: 1) among full clips (the batch's frame count); a 1-frame row
+        runs its first frame through the blocks without temporal attention."""
         self._check_shape(batch)
-        if self.modality == "video":
-            clips, frames = batch.shape[:2]
-            return self.backbone(batch.flatten(0, 1), num_frames=frames, mask_ratio=self.config.mask_ratio)
-        return self.backbone(batch, mask_ratio=self.config.mask_ratio)
+        if self.modality != "video":
+            return self.backbone(batch, mask_ratio=self.config.mask_ratio)
+        count = batch.shape[1]
+        if frames is not None and bool((frames != count).any()):
+            return self._mixed(batch, frames)
+        return self.backbone(batch.flatten(0, 1), num_frames=count, mask_ratio=self.config.mask_ratio)
+
+    def _mixed(self, batch: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """A batch of clips and stills in one forward pass each, features back in row order."""
+        count = batch.shape[1]
+        if bool(((frames != 1) & (frames != count)).any()):
+            raise ValueError(f"video rows must have 1 frame (an image) or {count}, got {frames.tolist()}")
+        stills = (frames == 1).nonzero().squeeze(1)
+        clips = (frames != 1).nonzero().squeeze(1)
+        parts, order = [], []
+        if len(stills):
+            parts.append(self.backbone(batch[stills, 0], num_frames=1, mask_ratio=self.config.mask_ratio))
+            order.append(stills)
+        if len(clips):
+            parts.append(self.backbone(batch[clips].flatten(0, 1), num_frames=count, mask_ratio=self.config.mask_ratio))
+            order.append(clips)
+        return torch.cat(parts)[torch.argsort(torch.cat(order))]
 
     def logit_scale(self) -> torch.Tensor:
         """exp of the clamped learnable log-scale, as the contrastive loss uses it."""

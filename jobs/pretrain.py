@@ -20,6 +20,11 @@ def _print_table(summary: dict) -> None:
     """Human-readable result on stderr (stdout's last line stays the JSON summary)."""
     print(f"\nrun {summary['run_dir']}: {summary['steps']} steps, rows in/out/quarantined "
           f"{summary['rows_in']}/{summary['rows_out']}/{summary['rows_quarantined']}", file=sys.stderr)
+    if summary.get("stages"):
+        print("stages: " + ", ".join(f"{name} {steps} steps" for name, steps in summary["stages"].items()), file=sys.stderr)
+    if summary.get("caption_views"):
+        print("caption views drawn: " + ", ".join(f"{v} {n}" for v, n in summary["caption_views"].items()),
+              file=sys.stderr)
     print(f"{'tower':8s} {'val R@1 before':>15s} {'after':>8s} {'chance':>8s} {'x chance':>9s}", file=sys.stderr)
     for modality, row in summary["metrics"].items():
         if "val_r1_after" in row:

@@ -16,11 +16,24 @@ trainer, the inference actors and the benchmarks agree by construction:
     thermal   uint8   (K, S, S, 3)
     emb_<m>   float32 (D,)                inference output: L2-normalised embedding of modality m (or text)
 
+With `data.caption_views` the training split carries every view instead of `tokens` (raybind.captions):
+
+    view_tokens   int32 (V, N, L)   each configured view's tokens, one slot per decoded frame
+    view_present  uint8 (V,)        the row has this view
+    view_frames   uint8 (V,)        the view is per-frame (one caption per key frame)
+    row_key       int64 ()          a stable integer of the id (the worker's draw is keyed by it)
+    synth_frame   int64 ()          the frame one-frame depth/thermal synthesis used (frame_choice)
+
+With a video tower that takes images (`model.towers.video.images`):
+
+    video_frames  int64 ()          N for a clip, 1 for an image (repeated in every frame slot)
+
 Normalisation and augmentation happen on the consuming device (`raybind.batches.tower_input`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +42,10 @@ if TYPE_CHECKING:
     from raybind.decode_stage import DecodeSpec
 
 ID, TEXT, TOKENS, LABEL, FOLD, FRAMES = "id", "text", "tokens", "label", "fold", "frames"
+VIEW_TOKENS, VIEW_PRESENT, VIEW_FRAMES, ROW_KEY, SYNTH_FRAME = (
+    "view_tokens", "view_present", "view_frames", "row_key", "synth_frame")
+VIDEO_FRAMES = "video_frames"
+CAPTION_COLUMNS = (VIEW_TOKENS, VIEW_PRESENT, VIEW_FRAMES, ROW_KEY, SYNTH_FRAME)
 PASSTHROUGH = (LABEL, FOLD)   # manifest columns carried through decoding unchanged, as strings
 EMBEDDING_PREFIX = "emb_"
 TEXT_EMBEDDING = EMBEDDING_PREFIX + "text"
@@ -37,6 +54,12 @@ TEXT_EMBEDDING = EMBEDDING_PREFIX + "text"
 SHIPPED_DTYPE = {"depth": np.float16, "thermal": np.uint8}
 
 Template = dict[str, tuple[tuple[int, ...], Any]]
+
+
+def frame_choice(row_id: str, num_frames: int, seed: int) -> int:
+    """The one frame per clip that one-frame synthesis uses: random per clip (as LanguageBind), reproducible."""
+    digest = hashlib.sha1(f"{seed}:{row_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") % num_frames
 
 
 def embedding_column(modality: str) -> str:
@@ -56,10 +79,18 @@ def decoded_template(spec: "DecodeSpec", passthrough: tuple[str, ...] = ()) -> T
         template[TEXT] = ((), object)
     for name in passthrough:
         template[name] = ((), object)
-    if spec.with_text:
+    if spec.with_text and spec.all_views:
+        template[VIEW_TOKENS] = ((len(spec.caption_views), n, spec.text.context_length), np.int32)
+        template[VIEW_PRESENT] = ((len(spec.caption_views),), np.uint8)
+        template[VIEW_FRAMES] = ((len(spec.caption_views),), np.uint8)
+        template[ROW_KEY] = ((), np.int64)
+        template[SYNTH_FRAME] = ((), np.int64)
+    elif spec.with_text:
         template[TOKENS] = ((spec.text.context_length,), np.int32)
     if spec.needs_frames:
         template["video" if "video" in spec.modalities else FRAMES] = ((n, s, s, 3), np.uint8)
+    if spec.video_images:
+        template[VIDEO_FRAMES] = ((), np.int64)
     if "audio" in spec.modalities:
         template["audio"] = ((3, a.mel_bins, a.target_length), np.float16)
     if "image" in spec.modalities:
@@ -71,14 +102,15 @@ def decoded_template(spec: "DecodeSpec", passthrough: tuple[str, ...] = ()) -> T
     return template
 
 
-def training_columns(modalities: tuple[str, ...] | list[str]) -> list[str]:
-    """What a training worker reads: each tower's input and the caption tokens."""
-    return [*modalities, TOKENS]
+def training_columns(modalities: tuple[str, ...] | list[str], caption_views: bool = False,
+                     video_images: bool = False) -> list[str]:
+    """What a training worker reads: each tower's input and the caption tokens (or every caption view)."""
+    return [*modalities, *(CAPTION_COLUMNS if caption_views else (TOKENS,)), *((VIDEO_FRAMES,) if video_images else ())]
 
 
 def rows_in(batch: dict[str, Any]) -> int:
     """Rows in a batch of this format (every batch has ids; training batches may keep only tokens)."""
-    for name in (ID, TOKENS):
+    for name in (ID, TOKENS, ROW_KEY):
         if name in batch:
             return len(batch[name])
     return len(next(iter(batch.values()))) if batch else 0

@@ -12,29 +12,35 @@ from encoders import transforms
 from encoders.config import PreprocessConfig
 
 
-def _one_frame(stack: torch.Tensor, train: bool, generator: torch.Generator | None) -> torch.Tensor:
-    """[B, K, ...] synthesized frames -> [B, ...]: a random one when training, the middle one at eval."""
+def _one_frame(stack: torch.Tensor, train: bool, generator: torch.Generator | None,
+               bound: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, K, ...] synthesized frames -> [B, ...]: a random one when training, the middle one at eval;
+    `bound` [B] (>= 0) fixes a row's frame (the frame its drawn per-frame caption describes)."""
     count = stack.shape[1]
     if count == 1:
         return stack[:, 0]
-    if train:
-        picks = torch.randint(0, count, (stack.shape[0],), generator=generator).to(stack.device)
-        return stack[torch.arange(stack.shape[0], device=stack.device), picks]
-    return stack[:, count // 2]
+    if not train:
+        return stack[:, count // 2]
+    picks = torch.randint(0, count, (stack.shape[0],), generator=generator).to(stack.device)
+    if bound is not None:
+        picks = torch.where(bound >= 0, bound.to(picks.device), picks)
+    return stack[torch.arange(stack.shape[0], device=stack.device), picks]
 
 
 def tower_input(modality: str, column: torch.Tensor, pre: PreprocessConfig, train: bool,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Pipeline column of one modality -> normalised float input for that tower."""
+                generator: torch.Generator | None = None, frames: torch.Tensor | None = None) -> torch.Tensor:
+    """Pipeline column of one modality -> normalised float input for that tower. `frames`: depth/thermal
+    rows' bound frame (-1: free)."""
     if modality == "video":
         return transforms.video_frames(column, pre, train=train, generator=generator)
     if modality == "audio":
         return column.float()
     if modality == "depth":
-        return transforms.depth_image(_one_frame(column, train, generator).float(), pre, train=train,
+        return transforms.depth_image(_one_frame(column, train, generator, frames).float(), pre, train=train,
                                       generator=generator)
     if modality == "thermal":
-        return transforms.thermal_image(_one_frame(column, train, generator), pre, train=train, generator=generator)
+        return transforms.thermal_image(_one_frame(column, train, generator, frames), pre, train=train,
+                                        generator=generator)
     if modality == "image":
         return transforms.image(column, pre, train=train, generator=generator)
     raise ValueError(f"unknown modality {modality!r}")

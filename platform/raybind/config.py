@@ -28,12 +28,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PlacementSettings(_Strict):
+    """Custom resources that pin each part of a run to its node type on a cluster (the node types of
+    `cluster/aws.yaml` and the KubeRay groups advertise `data` and `train`). Empty on one machine, where
+    every part shares it."""
+
+    data: dict[str, float] = Field(default_factory=dict)   # decode tasks, CPU synthesis and inference actors
+    train: dict[str, float] = Field(default_factory=dict)  # Ray Train workers, GPU synthesis and inference actors
+
+
 class RaySettings(_Strict):
     address: str | None = None            # None: start a local Ray; "auto" or ray://...: connect
     num_cpus: float | None = Field(default=None, gt=0)   # local cluster only
     object_store_memory_mb: int | None = Field(default=None, gt=0)
     progress_bars: Literal["auto", "on", "off"] = "auto"  # auto: on for a terminal, off in logs and CI
     verbose: bool = False    # Ray's own logs (per-report dumps, dataset plans, worker output) on the console
+    # HF_HUB_OFFLINE for every worker: inherit (the driver's environment; unset means online), on or off.
+    # Air-gapped clusters set "on" and pre-stage weights (README: Run on a cluster).
+    hub_offline: Literal["inherit", "on", "off"] = "inherit"
+    placement: PlacementSettings = PlacementSettings()
 
 
 class SynthesisSettings(_Strict):
@@ -48,10 +61,23 @@ class SynthesisSettings(_Strict):
 class SynthesisPoolSettings(_Strict):
     """The one actor pool that runs every synthesized modality: each actor loads all synthesizers once."""
 
-    actors: int = Field(default=1, ge=1)
+    actors: int = Field(default=1, ge=1)              # actors from the start (the pool's minimum)
+    max_actors: int | None = Field(default=None, ge=1)  # Ray Data adds actors up to this while synthesis lags
     batch_size: int = Field(default=8, ge=1)   # clips per call of a GPU actor (CPU actors take decode.batch_size)
     num_cpus: float = Field(default=0.5, gt=0)
     num_gpus: float = Field(default=0.0, ge=0)
+
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SynthesisPoolSettings":
+        if self.max_actors is not None and self.max_actors < self.actors:
+            raise ValueError(f"max_actors ({self.max_actors}) is below actors ({self.actors})")
+        return self
+
+    def strategy(self):
+        from ray.data import ActorPoolStrategy
+
+        return ActorPoolStrategy(min_size=self.actors, max_size=self.max_actors or self.actors)
 
 
 class DecodeSettings(_Strict):
@@ -76,6 +102,35 @@ class DataSettings(_Strict):
     # Keep the decoded training rows in the object store when they fit this budget: passes after the first
     # read them instead of decoding again (no actor pool start-up and model loading per pass). None: stream.
     cache_mb: int | None = Field(default=None, gt=0)
+    # Multi-view captions (raybind.captions): view name -> sampling weight; each pass draws one view per
+    # row. None: `text` is one caption. Validation always uses `val_caption_view` (default: the heaviest).
+    caption_views: dict[str, float] | None = None
+    val_caption_view: str | None = None
+
+    @field_validator("caption_views")
+    @classmethod
+    def _weights(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("name at least one view, e.g. {title: 0.1, frames: 0.2, video: 0.3, polished: 0.4}")
+        bad = {k: w for k, w in value.items() if not (isinstance(w, (int, float)) and 0 < w < float("inf"))}
+        if bad:
+            raise ValueError(f"weights must be positive numbers, got {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _val_view(self) -> "DataSettings":
+        if self.val_caption_view is not None and (self.caption_views is None or
+                                                  self.val_caption_view not in self.caption_views):
+            raise ValueError(f"val_caption_view {self.val_caption_view!r} is not one of caption_views "
+                             f"{sorted(self.caption_views or {})}")
+        return self
+
+    def validation_view(self) -> str | None:
+        if self.caption_views is None:
+            return None
+        return self.val_caption_view or max(self.caption_views, key=lambda v: (self.caption_views[v], v))
 
     @field_validator("modalities")
     @classmethod
@@ -104,6 +159,7 @@ class TowerFields(_Strict):
     temporal: Literal["attention", "mean"] = "attention"
     weight: float = Field(default=1.0, gt=0)   # share of training steps this tower gets
     grad_checkpointing: bool = False           # recompute block activations in backward (L/14 recipes: on)
+    images: bool = False                       # video only: rows with an image and no video feed it as 1-frame clips
     preprocess: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -128,6 +184,24 @@ class ModelFields(_Strict):
         return value
 
 
+class StageSettings(_Strict):
+    """One training stage: its steps and what feeds each tower (OmniVL's image-text, then image+video)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    steps: int = Field(ge=1)
+    # tower -> source -> share of that tower's batch rows; sources: image (1-frame clips), video. Towers not
+    # named take every row as it comes.
+    feeds: dict[str, dict[Literal["image", "video"], float]] = Field(default_factory=dict)
+
+    @field_validator("feeds")
+    @classmethod
+    def _shares(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for tower, shares in value.items():
+            if any(w < 0 for w in shares.values()) or sum(shares.values()) <= 0:
+                raise ValueError(f"{tower}: shares must be >= 0 with a positive sum, got {shares}")
+        return value
+
+
 class TrainSettings(_Strict):
     steps: int = Field(default=100, ge=1)
     batch_size: int = Field(default=16, ge=2)          # per worker, per step
@@ -148,6 +222,7 @@ class TrainSettings(_Strict):
     keep_checkpoints: int = Field(default=2, ge=1)
     max_failures: int = Field(default=0, ge=-1)
     val_batch_size: int = Field(default=64, ge=2)
+    stages: list[StageSettings] | None = None   # their steps add up to `steps`; None: one stage
 
 
 class InferenceSettings(_Strict):
@@ -222,7 +297,28 @@ class RayBindConfig(_Strict):
             raise ValueError(f"model.towers has {extra} which data.modalities does not list")
         if self.sweep is not None and self.sweep.metric.startswith("val") and not self.data.val:
             raise ValueError(f"sweep.metric {self.sweep.metric} needs validation data: set data.val")
+        for modality, fields in self.model.towers.items():
+            if fields.images and modality != "video":
+                raise ValueError(f"model.towers.{modality}.images: only the video tower takes images as 1-frame clips")
+        if self.video_takes_images() and "audio" in self.data.modalities:
+            raise ValueError("model.towers.video.images: image rows carry no audio; train the audio tower in a "
+                             "run without image rows")
+        stages = self.train.stages
+        if stages is not None:
+            if sum(s.steps for s in stages) != self.train.steps:
+                raise ValueError(f"train.stages: their steps add up to {sum(s.steps for s in stages)}, "
+                                 f"train.steps is {self.train.steps}")
+            if len({s.name for s in stages}) != len(stages):
+                raise ValueError("train.stages: stage names must be unique")
+            for index, stage in enumerate(stages):
+                for tower in stage.feeds:
+                    if tower != "video" or not self.video_takes_images():
+                        raise ValueError(f"train.stages.{index}.feeds.{tower}: only a video tower with "
+                                         "`images: true` takes a mix of sources")
         return self
+
+    def video_takes_images(self) -> bool:
+        return "video" in self.data.modalities and self.tower_fields("video").images
 
     def model_config_for_encoders(self) -> ModelConfig:
         """The `encoders` model config: paper defaults per modality, overridden by this config's fields."""

@@ -20,8 +20,12 @@ import numpy as np
 from encoders import transforms
 from encoders.config import PreprocessConfig, TextConfig
 from encoders.text import Tokenizer
-from raybind import media, quarantine, storage
-from raybind.batch_format import FRAMES, ID, PASSTHROUGH, TEXT, TOKENS, SHIPPED_DTYPE, Template, decoded_template
+from raybind import captions, media, quarantine, storage
+from raybind.batch_format import (FRAMES, ID, PASSTHROUGH, ROW_KEY, SHIPPED_DTYPE, SYNTH_FRAME, TEXT, TOKENS,
+                                  VIDEO_FRAMES, VIEW_FRAMES, VIEW_PRESENT, VIEW_TOKENS, Template, decoded_template,
+                                  frame_choice)
+
+VIEW_TEXTS = "_view_texts"  # per-row only, between decoding and tokenizing
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,14 @@ class DecodeSpec:
     media_columns: tuple[str, ...] = ()   # media columns the manifest has
     synthesize: tuple[str, ...] = field(default=())  # depth/thermal to synthesize from frames
     with_text: bool = True                # captions required and tokenized (inference on media alone: False)
+    caption_views: tuple[str, ...] = ()   # data.caption_views: keep every view (training) ...
+    text_view: str | None = None          # ... or tokenize only this one (validation)
+    video_images: bool = False            # rows with an image and no video become 1-frame clips
+    synth_seed: int = 0                   # one-frame synthesis's frame choice (per-frame captions bind to it)
+
+    @property
+    def all_views(self) -> bool:
+        return bool(self.caption_views) and self.text_view is None
 
     @property
     def needs_frames(self) -> bool:
@@ -95,6 +107,26 @@ def _decode_path(uri: str, decode):
             raise RowFailed(uri, str(error)) from None
 
 
+def _captions(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
+    """The row's caption(s): every configured view (training with caption views), or one text."""
+    views = captions.parse_views(row.get(TEXT))
+    if spec.all_views:
+        texts, present, per_frame = captions.view_slots(spec.caption_views, views, spec.num_frames)
+        if not present.any():
+            raise RowFailed("", f"none of the caption views {list(spec.caption_views)} (the row has {sorted(views)})")
+        first = texts[int(np.argmax(present)) * spec.num_frames]
+        return {TEXT: first, VIEW_TEXTS: texts, VIEW_PRESENT: present, VIEW_FRAMES: per_frame,
+                ROW_KEY: captions.row_key(str(row[ID])),
+                SYNTH_FRAME: frame_choice(str(row[ID]), spec.num_frames, spec.synth_seed)}
+    if spec.text_view is None and set(views) - {captions.SINGLE_VIEW}:
+        raise RowFailed("", f"'{TEXT}' holds caption views {sorted(views)}; name them in data.caption_views")
+    text = captions.single_text(views, spec.text_view, spec.num_frames)
+    if text is None:
+        raise RowFailed("", f"missing field '{TEXT}'" if spec.text_view is None else
+                        f"missing caption view '{spec.text_view}'")
+    return {TEXT: text}
+
+
 def decode_media(modality: str, uri: str, spec: DecodeSpec) -> np.ndarray:
     """One media file as its batch-format column value (see `raybind.batch_format`); raises `RowFailed`.
 
@@ -126,10 +158,7 @@ def depth_column(depth_m: np.ndarray, spec: DecodeSpec) -> np.ndarray:
 def _decode_row(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
     out: dict[str, Any] = {ID: str(row[ID])}
     if spec.with_text:
-        text = _value(row, TEXT)
-        if text is None:
-            raise RowFailed("", f"missing field '{TEXT}'")
-        out[TEXT] = text
+        out.update(_captions(row, spec))
     for name in PASSTHROUGH:
         if name in row:
             out[name] = "" if _value(row, name) is None else str(row[name])
@@ -142,8 +171,14 @@ def _decode_row(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
 
         out[frames_column], wave = _decode_path(_media_uri(row, "video", spec), frames_and_audio)
         out["audio"] = mel(wave, spec)
+    elif spec.needs_frames and spec.video_images and _value(row, "video") is None and _value(row, "image") is not None:
+        image = decode_media("image", _media_uri(row, "image", spec), spec)   # a still: a 1-frame clip
+        out[frames_column] = np.repeat(image[None], spec.num_frames, axis=0)
+        out[VIDEO_FRAMES] = 1
     elif spec.needs_frames:
         out[frames_column] = decode_media("video", _media_uri(row, "video", spec), spec)
+    if spec.video_images:
+        out.setdefault(VIDEO_FRAMES, spec.num_frames)
     if audio_column is not None and "audio" not in out:
         out["audio"] = decode_media("audio", _media_uri(row, audio_column, spec), spec)
     if "image" in spec.modalities:
@@ -184,6 +219,16 @@ def keep_columns(batch: dict[str, np.ndarray], columns: tuple[str, ...] | None) 
     return batch if columns is None else {name: batch[name] for name in columns}
 
 
+def _tokenize_views(rows: list[dict[str, Any]], spec: DecodeSpec) -> None:
+    """Every view slot of every row -> view_tokens [V, N, L]; each distinct text is tokenized once."""
+    distinct = sorted({t for r in rows for t in r[VIEW_TEXTS]})
+    tokens = _tokenizer(spec.text)(distinct).numpy().astype(np.int32)
+    index = {text: i for i, text in enumerate(distinct)}
+    shape = (len(spec.caption_views), spec.num_frames, spec.text.context_length)
+    for row in rows:
+        row[VIEW_TOKENS] = tokens[[index[t] for t in row.pop(VIEW_TEXTS)]].reshape(shape)
+
+
 def decode_batch(batch: dict[str, np.ndarray], spec: DecodeSpec,
                  columns: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """Decode every row of a manifest batch; failures go to the quarantine, the rest are tokenized."""
@@ -197,7 +242,9 @@ def decode_batch(batch: dict[str, np.ndarray], spec: DecodeSpec,
         except RowFailed as failure:
             quarantine.record(spec.quarantine_uri, quarantine.QuarantinedRow(
                 id=str(row.get(ID)), uri=failure.uri, stage="decode", reason=failure.reason))
-    if rows and spec.with_text:
+    if rows and spec.all_views:
+        _tokenize_views(rows, spec)
+    elif rows and spec.with_text:
         tokens = _tokenizer(spec.text)([r[TEXT] for r in rows]).numpy().astype(np.int32)
         for row, ids in zip(rows, tokens):
             row[TOKENS] = ids

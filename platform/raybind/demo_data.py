@@ -110,22 +110,52 @@ def random_specs(count: int, rng: np.random.Generator, cover_all_visuals: bool =
     return [ClipSpec(c, s, d, str(rng.choice(list(PITCHES))), str(rng.choice(list(RHYTHMS)))) for c, s, d in order]
 
 
+# Where the object is in a frame, by how far along its path it is (it starts on the side it moves away from).
+_SIDES = {"left": ("on the right", "on the left"), "right": ("on the left", "on the right"),
+          "up": ("at the bottom", "at the top"), "down": ("at the top", "at the bottom")}
+KEY_FRAMES = 8        # per-frame captions, one per key frame spread over the clip (VIDAL-10M: OFA on frames 0-7)
+STILL_EVERY = 4       # one training clip in this many also gives a still frame as an image row
+
+
+def caption_views(spec: ClipSpec) -> dict[str, object]:
+    """Several captions of one clip (VIDAL-10M's views): a terse title with tags, the full sentence, and
+    one caption per key frame saying where the object is then."""
+    start, end = _SIDES[spec.direction]
+    frames = [f"a {spec.colour} {spec.shape} " + (start if p < 1 / 3 else "in the centre" if p < 2 / 3 else end)
+              for p in np.linspace(0, 1, KEY_FRAMES)]
+    return {"title": f"{spec.colour} {spec.shape} #{spec.direction} #{spec.pitch}", "sentence": spec.caption,
+            "frames": frames}
+
+
 def generate(output_dir: str | Path, train_clips: int = 256, val_clips: int = 64, seed: int = 0, size: int = 96,
              fps: int = 10, seconds: float = 2.0, sample_rate: int = 16_000) -> dict[str, str]:
-    """Write `clips/*.mp4` plus `train.jsonl` and `val.jsonl` manifests; deterministic for a seed."""
+    """Write `clips/*.mp4` plus `train.jsonl` and `val.jsonl` manifests (one caption per clip), and the
+    recipes' `train_recipes.jsonl` / `val_recipes.jsonl` (caption views per clip; the training one adds
+    still frames from `stills/*.png` as image rows). Deterministic for a seed."""
+    import cv2
+
     output_dir = Path(output_dir)
     (output_dir / "clips").mkdir(parents=True, exist_ok=True)
+    (output_dir / "stills").mkdir(exist_ok=True)
     rng = np.random.default_rng(seed)
     manifests = {}
     for split, count, cover in (("train", train_clips, False), ("val", val_clips, True)):
-        rows = []
+        rows, recipe_rows = [], []
         for index, spec in enumerate(random_specs(count, rng, cover)):
             clip_id = f"{split}-{index:05d}"
             relative = f"clips/{clip_id}.mp4"
             frames = render_frames(spec, rng, size, max(2, int(fps * seconds)))
             write_video(output_dir / relative, frames, fps, render_tone(spec, seconds, sample_rate), sample_rate)
             rows.append({"id": clip_id, "text": spec.caption, "label": spec.label, "video": relative})
-        path = output_dir / f"{split}.jsonl"
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        manifests[split] = str(path)
+            recipe_rows.append({"id": clip_id, "text": caption_views(spec), "label": spec.label, "video": relative})
+            if split == "train" and index % STILL_EVERY == 0:  # a still: no per-frame captions, no video
+                still = f"stills/{clip_id}.png"
+                cv2.imwrite(str(output_dir / still), cv2.cvtColor(frames[len(frames) // 2], cv2.COLOR_RGB2BGR))
+                views = caption_views(spec)
+                recipe_rows.append({"id": f"{clip_id}-still", "label": spec.label, "image": still,
+                                    "text": {"title": views["title"], "sentence": f"a {spec.colour} {spec.shape}"}})
+        for name, content in ((split, rows), (f"{split}_recipes", recipe_rows)):
+            path = output_dir / f"{name}.jsonl"
+            path.write_text("".join(json.dumps(r) + "\n" for r in content))
+            manifests[name] = str(path)
     return manifests

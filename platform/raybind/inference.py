@@ -22,7 +22,7 @@ from raybind.batch_format import ID, PASSTHROUGH, TEXT, TEXT_EMBEDDING, TOKENS, 
 from raybind.config import RayBindConfig, set_dotted, parse_override, validate
 from raybind.decode_stage import DecodeSpec
 from raybind.embed import Embedder, inference_device, read_checkpoint, saved_data_settings
-from raybind.pipeline import decode_spec, decode_stages, manifest_blocks
+from raybind.pipeline import decode_spec, decode_stages, manifest_blocks, placement_args
 
 
 def available_modalities(towers: Sequence[str], media_columns: Sequence[str], data: dict[str, Any],
@@ -67,7 +67,8 @@ def inference_config(checkpoint_manifest: dict[str, Any], manifest_uri: str, mod
 def inference_spec(cfg: RayBindConfig, model: ModelConfig, manifest_uri: str, quarantine_uri: str = "",
                    media_columns: Sequence[str] = (), with_text: bool = True) -> DecodeSpec:
     spec = decode_spec(cfg, manifest_uri, quarantine_uri, list(media_columns), model)
-    return replace(spec, with_text=with_text)
+    # one caption per row: the run's validation view when it trained on caption views
+    return replace(spec, with_text=with_text, text_view=cfg.data.validation_view())
 
 
 class EmbedStage:
@@ -108,7 +109,8 @@ def embedding_stream(cfg: RayBindConfig, model: ModelConfig, checkpoint: str, ta
     pool, gpus = cfg.inference, _gpus_per_actor(cfg)
     return ds.map_batches(EmbedStage, fn_constructor_args=(checkpoint, spec, tuple(modalities), gpus > 0),
                           compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
-                          batch_size=pool.batch_size, num_cpus=pool.num_cpus, num_gpus=gpus, batch_format="numpy")
+                          batch_size=pool.batch_size, num_cpus=pool.num_cpus, num_gpus=gpus, batch_format="numpy",
+                          **placement_args(cfg, "train" if gpus > 0 else "data"))
 
 
 def collect(batches: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -16,6 +16,9 @@ DATA_WAIT_FRAC = "data_wait_frac"
 ROWS_FIRST_PASS = "rows_first_pass"
 VAL_ROWS = "val_rows"
 RESUMED_FROM = "resumed_from"
+STAGE = "stage"                    # index of the training stage the step is in (train.stages)
+CAPTION_VIEWS = "caption_views"    # {view: times drawn so far}, all ranks (data.caption_views)
+STAGE_SKIPPED_ROWS = "stage_skipped_rows"  # rows of a kind the stage did not feed (counted, not trained)
 
 # per tower
 TRAIN_LOSS = "loss"

@@ -15,7 +15,7 @@ from functools import partial
 import numpy as np
 import pyarrow as pa
 import ray.data
-from ray.data import ActorPoolStrategy, Dataset
+from ray.data import Dataset
 
 from encoders.backbone import WEIGHT_SUFFIXES
 from encoders.config import ModelConfig
@@ -76,7 +76,9 @@ def decode_spec(cfg: RayBindConfig, manifest_uri: str, quarantine_uri: str, medi
         frame_size=image_size + cfg.data.decode.crop_margin, audio=audio, threads=cfg.data.decode.threads,
         audio_source=cfg.data.audio_source,
         depth_from_column=cfg.data.depth.source == "column", thermal_from_column=cfg.data.thermal.source == "column",
-        media_columns=tuple(media_columns), synthesize=tuple(synthesis_settings(cfg)))
+        media_columns=tuple(media_columns), synthesize=tuple(synthesis_settings(cfg)),
+        caption_views=tuple(cfg.data.caption_views or ()), video_images=cfg.video_takes_images(),
+        synth_seed=cfg.data.depth.seed)
 
 
 def decoded_row_bytes(cfg: RayBindConfig, columns: list[str] | None = None) -> int:
@@ -161,6 +163,7 @@ def decode_stages(ds: Dataset, cfg: RayBindConfig, spec: DecodeSpec, keep: tuple
     """Manifest blocks -> decoded (and, for `spec.synthesize`, synthesized) batches: the stages training,
     evaluation and embedding share."""
     decode, pool = cfg.data.decode, cfg.data.synthesis
+    on_data, on_train = placement_args(cfg, "data"), placement_args(cfg, "train")
     frames_column = "video" if "video" in spec.modalities else FRAMES
     synthesized = {m: s for m, s in synthesis_settings(cfg).items() if m in spec.synthesize}
     if synthesized and pool.num_gpus == 0:
@@ -168,16 +171,22 @@ def decode_stages(ds: Dataset, cfg: RayBindConfig, spec: DecodeSpec, keep: tuple
         # synthesis actors compete for the same cores and the OS splits them evenly, starving synthesis.
         return ds.map_batches(DecodeAndSynthesisStage,
                               fn_constructor_args=(spec, synthesized, pool, frames_column, keep),
-                              compute=ActorPoolStrategy(size=pool.actors), batch_size=decode.batch_size,
-                              num_cpus=pool.num_cpus, batch_format="numpy")
+                              compute=pool.strategy(), batch_size=decode.batch_size,
+                              num_cpus=pool.num_cpus, batch_format="numpy", **on_data)
     if synthesized:  # CPU tasks decode, GPU actors synthesize
         ds = ds.map_batches(partial(decode_batch, spec=spec), batch_size=decode.batch_size,
-                            num_cpus=decode.num_cpus, batch_format="numpy")
+                            num_cpus=decode.num_cpus, batch_format="numpy", **on_data)
         return ds.map_batches(SynthesisStage, fn_constructor_args=(synthesized, pool, frames_column, keep),
-                              compute=ActorPoolStrategy(size=pool.actors), batch_size=pool.batch_size,
-                              num_cpus=pool.num_cpus, num_gpus=pool.num_gpus, batch_format="numpy")
+                              compute=pool.strategy(), batch_size=pool.batch_size,
+                              num_cpus=pool.num_cpus, num_gpus=pool.num_gpus, batch_format="numpy", **on_train)
     return ds.map_batches(partial(decode_batch, spec=spec, columns=keep), batch_size=decode.batch_size,
-                          num_cpus=decode.num_cpus, batch_format="numpy")
+                          num_cpus=decode.num_cpus, batch_format="numpy", **on_data)
+
+
+def placement_args(cfg: RayBindConfig, part: str) -> dict[str, dict[str, float]]:
+    """Ray remote args that pin a stage to the `data` or `train` nodes (`ray.placement`); none on one machine."""
+    resources = getattr(cfg.ray.placement, part)
+    return {"resources": dict(resources)} if resources else {}
 
 
 def _built_stream(cfg: RayBindConfig, uri: str, columns: tuple[str, ...] | None) -> Stream:

@@ -16,8 +16,9 @@ from raybind.pipeline import synthesis_settings
 
 
 def worker_resources(cfg: RayBindConfig) -> dict[str, float]:
-    """What each Ray Train worker asks for."""
-    return {"CPU": cfg.train.cpus_per_worker, "GPU": cfg.train.gpus_per_worker if cfg.train.use_gpu else 0.0}
+    """What each Ray Train worker asks for (with the `train` placement resources on a cluster)."""
+    return {"CPU": cfg.train.cpus_per_worker, "GPU": cfg.train.gpus_per_worker if cfg.train.use_gpu else 0.0,
+            **cfg.ray.placement.train}
 
 
 def resource_request(cfg: RayBindConfig) -> dict[str, Any]:
@@ -53,6 +54,9 @@ def check_fits(cfg: RayBindConfig, available: dict[str, float], where: str) -> N
     request = resource_request(cfg)
     short = [f"{need:g} {kind} (has {available.get(kind, 0.0):g})" for kind, need in request["total"].items()
              if need > available.get(kind, 0.0) + 1e-9]
+    for kind in {**cfg.ray.placement.data, **cfg.ray.placement.train}:
+        if available.get(kind, 0.0) <= 0:
+            short.append(f"the custom resource {kind!r} that ray.placement asks for (has none)")
     if cfg.train.use_gpu and cfg.train.gpus_per_worker > available.get("GPU", 0.0):
         short.append(f"{cfg.train.gpus_per_worker:g} GPU per training worker (has {available.get('GPU', 0.0):g})")
     if short:

@@ -19,8 +19,24 @@ log = logging.getLogger(__name__)
 _RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune")
 
 
+def worker_env(hub_offline: str = "inherit", environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment variables every worker of a job gets. `HF_HUB_OFFLINE` is a setting (`ray.hub_offline`):
+    inherit passes the driver's value on when it has one (unset: workers may reach the hub, as the L/14
+    recipes' `pretrained: openai` and hub-named synthesizers need on a cluster with network); on/off force it."""
+    environ = os.environ if environ is None else environ
+    env = {"TOKENIZERS_PARALLELISM": "false"}
+    if hub_offline == "on":
+        env["HF_HUB_OFFLINE"] = "1"
+    elif hub_offline == "off":
+        env["HF_HUB_OFFLINE"] = "0"
+    elif "HF_HUB_OFFLINE" in environ:
+        env["HF_HUB_OFFLINE"] = environ["HF_HUB_OFFLINE"]
+    return env
+
+
 def start_ray(address: str | None = None, num_cpus: float | None = None,
-              object_store_memory_mb: int | None = None, dashboard: bool = True, verbose: bool = True) -> None:
+              object_store_memory_mb: int | None = None, dashboard: bool = True, verbose: bool = True,
+              hub_offline: str = "inherit") -> None:
     """Join the cluster a job was submitted to (RAY_ADDRESS) or `address`; else start a local Ray.
 
     `dashboard=False` only for local runs that use no Ray Train (which polls the dashboard's State API).
@@ -31,9 +47,11 @@ def start_ray(address: str | None = None, num_cpus: float | None = None,
     for name in _RAY_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
     address = address or os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-                                "TOKENIZERS_PARALLELISM": "false"}}
+    runtime_env = {"env_vars": worker_env(hub_offline)}
     if address:
+        # A job submitted with --runtime-env already has env_vars (and py_modules, a working dir): combine
+        # ours with them instead of failing on the keys both set.
+        os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=verbose)
         return
     object_store = object_store_memory_mb * 2**20 if object_store_memory_mb else None
@@ -45,8 +63,25 @@ def start_ray(address: str | None = None, num_cpus: float | None = None,
 
 def init_ray(cfg: RayBindConfig) -> None:
     """Start or join Ray as the config says and apply its Ray Data settings."""
-    start_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_memory_mb, verbose=cfg.ray.verbose)
+    start_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_memory_mb, verbose=cfg.ray.verbose,
+              hub_offline=cfg.ray.hub_offline)
     configure_data_context(cfg)
+    pin_data_bookkeeping_to_driver()
+
+
+def pin_data_bookkeeping_to_driver() -> None:
+    """Create Ray Data's cluster-wide bookkeeping actors (stats, usage) from the driver, so they live on the
+    driver's node. They are detached and pinned to the node of whichever process first uses Ray Data: left
+    to a training worker, they land on a GPU node and keep it busy forever, so the autoscaler never removes
+    it (seen with Ray 2.60's fake multi-node autoscaler). These are Ray Data internals: without them, skip."""
+    try:
+        from ray.data._internal.stats import get_or_create_stats_actor
+        from ray.data._internal.usage.actor import get_or_create_usage_collection_actor
+    except ImportError:
+        log.debug("Ray Data's bookkeeping actors have moved; not pinning them")
+        return
+    get_or_create_stats_actor()
+    get_or_create_usage_collection_actor()
 
 
 def configure_data_context(cfg: RayBindConfig) -> None:

@@ -7,7 +7,6 @@ modalities: one process start-up, one hand-off of the frames and, on a GPU, one 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import numpy as np
@@ -15,16 +14,10 @@ import torch
 
 from raybind import storage
 from raybind.config import SynthesisPoolSettings, SynthesisSettings
-from raybind.batch_format import FRAMES, ID, SHIPPED_DTYPE, synthesized_shape
+from raybind.batch_format import FRAMES, ID, SHIPPED_DTYPE, frame_choice, synthesized_shape
 from raybind.decode_stage import DecodeSpec, decode_batch, keep_columns
 
 log = logging.getLogger(__name__)
-
-
-def frame_choice(row_id: str, num_frames: int, seed: int) -> int:
-    """The one frame per clip that synthesis uses: random per clip (as LanguageBind) yet reproducible."""
-    digest = hashlib.sha1(f"{seed}:{row_id}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") % num_frames
 
 
 def load_synthesizer(modality: str, settings: SynthesisSettings, device: str):

@@ -29,8 +29,10 @@ from encoders import BindModel
 from encoders.optim import cosine_with_warmup
 from encoders.step import accumulate_gradients, apply_update
 from raybind import metrics as M
+from raybind.batch_format import TOKENS, VIDEO_FRAMES, rows_in
 from raybind.batches import tower_input
 from raybind.config import RayBindConfig
+from raybind.recipes import FRAME_PICK, CaptionViews, StageComposer, stage_at, video_shares
 from raybind.validation import retrieval_metrics
 from raybind.schedule import modality_sequence
 from raybind.train_state import load_training_checkpoint, save_training_checkpoint
@@ -85,11 +87,11 @@ class _Batches:
         start = time.perf_counter()
         batch = next(self.iterator, None)
         self.meter.data_wait += time.perf_counter() - start
-        rows = 0 if batch is None else len(batch["tokens"])
+        rows = 0 if batch is None else rows_in(batch)
         self.rows_delivered += rows
         if _all_reduce(float(rows == self.batch_rows), dist.ReduceOp.MIN) < 1:
             for rest in self.iterator:
-                self.rows_delivered += len(rest["tokens"])
+                self.rows_delivered += rows_in(rest)
             self.exhausted = True
             return None
         self.full_batches += 1
@@ -105,7 +107,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
 
     model = build_model(cfg, device)
-    wrapped = {m: ray.train.torch.prepare_model(model.tower(m), move_to_device=False) for m in model.modalities}
+    # a video tower fed images only (a first stage) leaves its temporal attention without gradients
+    unused = {"find_unused_parameters": True} if cfg.video_takes_images() else {}
+    wrapped = {m: ray.train.torch.prepare_model(model.tower(m), move_to_device=False,
+                                                parallel_strategy_kwargs=unused if m == "video" else {})
+               for m in model.modalities}
     optimizer = build_worker_optimizer(cfg, model, device)
     scheduler = cosine_with_warmup(optimizer, cfg.train.warmup_steps, cfg.train.steps)
     autocast = autocast_for(device)
@@ -118,8 +124,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             progress = load_training_checkpoint(Path(directory), model, optimizer, scheduler)
         progress["resumed_from"] = [*progress.get("resumed_from", []), progress["step"]]
 
-    val_batches = _load_val(cfg, device) if rank == 0 else []
-    progress["val_rows"] = sum(len(b["tokens"]) for b in val_batches)
+    views = CaptionViews(cfg)
+    if rank == 0 and progress.get("caption_views"):  # totals over all ranks, restored once
+        views.counts += [progress["caption_views"].get(name, 0) for name in views.names]
+    val_batches = [views.validation(b) for b in _load_val(cfg, device)] if rank == 0 else []
+    progress["val_rows"] = sum(len(b[TOKENS]) for b in val_batches)
 
     def validate() -> dict[str, Any]:
         return _validate(model, val_batches, device, autocast)
@@ -134,17 +143,23 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     latest_val: dict[str, Any] = dict(progress["val_before"])  # every report carries the newest validation
     step = progress["step"]
     reported = False
+    stages = cfg.train.stages
+    skipped = progress.get("stage_skipped_rows", 0) if rank == 0 else 0
     while step < cfg.train.steps:  # one iteration per pass over the shard (epoch)
         batches = _Batches(shard, micro * accum, device, meter)
+        composer = StageComposer(batches.next, micro * accum,
+                                 lambda short: _all_reduce(float(short), dist.ReduceOp.MAX) > 0)
         batch, used, text = None, set(), None
         while step < cfg.train.steps:
             modality = schedule[step]
             if batch is None or modality in used:
-                batch, used = batches.next(), set()
+                stage = stages[stage_at(stages, step)] if stages else None
+                batch, used = composer.next(video_shares(stage)), set()
                 if batch is None:
                     break
+                batch = views.apply(batch, progress["epoch"])
                 with autocast():  # the frozen language tower: once per batch, shared by every tower
-                    text = model.encode_text(batch["tokens"].long())
+                    text = model.encode_text(batch[TOKENS].long())
             used.add(modality)
             loss = train_step(model, wrapped[modality], modality, batch, text, micro, cfg.train.accumulation, autocast)
             apply_update(model.tower(modality), optimizer, scheduler)
@@ -158,9 +173,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     progress["val_after"] = latest_val
             if step % cfg.train.log_every == 0 or final:
                 progress["step"] = step
+                progress["stage"] = stage_at(stages, step - 1)
+                progress["caption_views"] = {k: int(_all_reduce(float(v))) for k, v in views.drawn().items()}
+                progress["stage_skipped_rows"] = int(_all_reduce(float(skipped + composer.skipped)))
                 _report(cfg, rank, world, step, progress, model, optimizer, scheduler, meter, latest_val)
                 reported = True
                 meter.reset()
+        skipped += composer.skipped
         if batches.exhausted:
             if batches.full_batches == 0:
                 raise RuntimeError(f"a pass over the training data gave no full batch of {micro * accum} rows per "
@@ -186,9 +205,18 @@ def _report(cfg: RayBindConfig, rank: int, world: int, step: int, progress: dict
 def train_step(model: BindModel, tower, modality: str, batch: dict[str, torch.Tensor], text: torch.Tensor,
                micro: int, accumulation: str, autocast) -> float:
     """Gradients of one step of `modality` over this batch (split into micro-batches; DDP syncs on the last)."""
-    inputs = tower_input(modality, batch[modality], model.tower_config(modality).preprocess, train=True)
-    return accumulate_gradients(model.tower(modality), inputs.split(micro), text.split(micro), accumulation,
-                                forward=tower, no_sync=getattr(tower, "no_sync", None), autocast=autocast)
+    inputs = tower_input(modality, batch[modality], model.tower_config(modality).preprocess, train=True,
+                         frames=batch.get(FRAME_PICK))
+    micro_inputs = inputs.split(micro)
+    if modality == "video" and VIDEO_FRAMES in batch:  # images ride along as 1-frame clips
+        micro_inputs = list(zip(micro_inputs, batch[VIDEO_FRAMES].split(micro)))
+
+        def forward(x, frames):
+            return tower(x, frames=frames)
+    else:
+        forward = tower
+    return accumulate_gradients(model.tower(modality), micro_inputs, text.split(micro), accumulation,
+                                forward=forward, no_sync=getattr(tower, "no_sync", None), autocast=autocast)
 
 
 def _load_val(cfg: RayBindConfig, device: torch.device) -> list[dict[str, torch.Tensor]]:
@@ -237,6 +265,9 @@ def _metrics(step: int, progress: dict[str, Any], model: BindModel, optimizer, m
     metrics[M.ROWS_FIRST_PASS] = progress["rows_first_pass"]
     metrics[M.VAL_ROWS] = progress.get("val_rows", 0)
     metrics[M.RESUMED_FROM] = list(progress.get("resumed_from", []))
+    metrics[M.STAGE] = progress.get("stage", 0)
+    metrics[M.CAPTION_VIEWS] = dict(progress.get("caption_views", {}))
+    metrics[M.STAGE_SKIPPED_ROWS] = progress.get("stage_skipped_rows", 0)
     metrics.update(_val_metrics(progress))
     return metrics
 

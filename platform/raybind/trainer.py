@@ -32,6 +32,7 @@ from raybind.demo_synthesizers import fit_demo_synthesizers
 from raybind.errors import ResourceError, StorageError
 from raybind.pipeline import Stream, build_stream, check_counts, decoded_row_bytes, synthesis_settings
 from raybind.plan import check_fits, is_local, worker_resources
+from raybind.recipes import steps_per_stage
 from raybind.runtime import init_ray
 from raybind.train_loop import train_loop_per_worker
 
@@ -125,7 +126,7 @@ class Prepared:
 
 def check_cluster(cfg: RayBindConfig) -> None:
     """Fail fast when a local cluster cannot hold the run (joined clusters may autoscale: only logged)."""
-    available = {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+    available = {k: float(v) for k, v in ray.cluster_resources().items()}
     if is_local(cfg):
         check_fits(cfg, available, "the local Ray cluster")
         return
@@ -142,7 +143,7 @@ def prepare(cfg: RayBindConfig, run_uri: str | None = None) -> Prepared:
     ensure_demo_data(cfg)
     init_ray(cfg)
     check_cluster(cfg)
-    columns = training_columns(cfg.data.modalities)
+    columns = training_columns(cfg.data.modalities, cfg.data.caption_views is not None, cfg.video_takes_images())
     train = build_stream(cfg, cfg.data.train, storage.join(run_uri, "quarantine", "train"), shuffle=True,
                          columns=columns)
     cache_decoded_rows(cfg, train, columns)
@@ -215,6 +216,11 @@ def summarize(prepared: Prepared, cfg: RayBindConfig, result: ray.train.Result) 
         "wall_s": round(time.perf_counter() - prepared.started, 1),
         "config_hash": cfg.hash(),
     }
+    if cfg.data.caption_views is not None:
+        summary["caption_views"] = metrics.get(M.CAPTION_VIEWS, {})    # view -> times drawn
+    if cfg.train.stages is not None:
+        summary["stages"] = steps_per_stage(cfg.train.stages, metrics.get(M.STEP) or 0)  # stage -> steps run
+        summary["stage_skipped_rows"] = metrics.get(M.STAGE_SKIPPED_ROWS, 0)
     if prepared.val is not None:
         summary["val_ingest"] = _ingest_counts(prepared.val, len(bad["val"]), metrics.get(M.VAL_ROWS))
     lines = [json.dumps({**r.__dict__, "split": split}) + "\n" for split, rows in bad.items() for r in rows]

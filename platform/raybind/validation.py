@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 
 from encoders import BindModel, contrastive_loss
-from raybind.batch_format import TOKENS
+from raybind.batch_format import TOKENS, VIDEO_FRAMES
 from raybind.batches import tower_input
 from raybind.ranking import recall_at
 
@@ -21,7 +21,9 @@ def embed_split(model: BindModel, modality: str, batches: Iterable[dict[str, tor
     pre = model.tower_config(modality).preprocess
     xs, ts = [], []
     for batch in batches:
-        xs.append(model.encode(modality, tower_input(modality, batch[modality].to(device), pre, train=False)))
+        frames = batch[VIDEO_FRAMES].to(device) if modality == "video" and VIDEO_FRAMES in batch else None
+        xs.append(model.encode(modality, tower_input(modality, batch[modality].to(device), pre, train=False),
+                               frames=frames))
         ts.append(model.encode_text(batch[TOKENS].to(device).long()))
     model.train(was_training)
     return torch.cat(xs), torch.cat(ts)
