@@ -108,6 +108,9 @@ def test_a_job_with_the_runtime_env_scales_data_and_train_nodes_up_then_down(aut
                             cwd=ROOT, capture_output=True, text=True, env=env, timeout=360)
     output = submit.stdout + submit.stderr
     assert submit.returncode == 0, output[-4000:]
+    assert "succeeded" in output
+    assert "step 1/2  loss video" in output and "step 2/2" in output   # the job's own progress lines
+    assert "Reporting training result" not in output   # Ray's per-report dumps stay off without --verbose
     modules = next(line for line in output.splitlines() if line.startswith("MODULES")).split()[1:]
     # both packages came from the runtime env's py_modules, not from the editable install of this checkout
     assert all("runtime_resources" in path and not path.startswith(str(ROOT)) for path in modules), modules

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from raybind.media import MediaError, decode_audio, decode_depth, decode_image, decode_video, sample_indices
-from tests.raybind.conftest import moving_frames, tone
+from tests.raybind.conftest import moving_frames
 from raybind.media_encode import write_video
 
 
