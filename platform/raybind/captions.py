@@ -35,8 +35,15 @@ def _clean(value: Any) -> str | list[str] | None:
     return str(value)
 
 
+def _is_map_entries(value: Any) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray)) and len(value) > 0 and all(
+        isinstance(item, tuple) and len(item) == 2 for item in value)
+
+
 def parse_views(value: Any) -> dict[str, str | list[str]]:
     """A manifest `text` value -> {view: caption, or [caption per frame]}; absent or empty views left out."""
+    if _is_map_entries(value):   # a Parquet map column arrives as [(key, value), ...]
+        value = dict(value)
     if isinstance(value, Mapping):
         views = {str(k): _clean(v) for k, v in value.items()}
     elif isinstance(value, (list, tuple, np.ndarray)):

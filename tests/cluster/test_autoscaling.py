@@ -78,6 +78,8 @@ def _fake_cluster_class():
 def autoscaling_cluster(monkeypatch):
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")  # the `ray` CLI of this venv
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):   # a cluster with network: nothing forces the hub off
+        monkeypatch.delenv(name, raising=False)
     cluster = _fake_cluster_class()(head_resources={"CPU": 0}, worker_node_types=_node_types(),
                                     idle_timeout_minutes=0.1)  # aws.yaml says 5 minutes; a test cannot wait
     cluster.start()   # `ray start --head`: token authentication on; clients send ~/.ray/auth_token
@@ -101,16 +103,23 @@ def test_a_job_with_the_runtime_env_scales_data_and_train_nodes_up_then_down(aut
                 "--set", "train.steps=2", "--set", "train.batch_size=4", "--set", "train.log_every=1",
                 "--set", "data.cache_mb=null",
                 "--set", "ray.placement.data={data: 0.01}", "--set", "ray.placement.train={train: 0.01}"]
-    show_modules = ("import raybind, encoders; print('MODULES', raybind.__file__, encoders.__file__)")
-    entrypoint = f"python -c \"{show_modules}\" && " + shlex.join(pretrain)
+    show_modules = "import raybind, encoders; print('MODULES', raybind.__file__, encoders.__file__)"
+    # a driver with ray.hub_offline left at `inherit` and no HF_HUB_OFFLINE: its workers see the hub online
+    hub_check = ("import ray; from raybind.runtime import start_ray; start_ray(address='auto', verbose=False); "
+                 "seen = ray.remote(num_cpus=0)(lambda: __import__('importlib').import_module('huggingface_hub.constants')"
+                 ".HF_HUB_OFFLINE); "
+                 "print('WORKER_HUB_OFFLINE', ray.get(seen.remote()), flush=True)")
+    entrypoint = " && ".join(shlex.join(argv) for argv in (["python", "-c", show_modules],
+                                                           ["python", "-c", hub_check], pretrain))
     submit = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", "http://127.0.0.1:8265",
                              "--runtime-env", str(env_file), "--", "bash", "-c", entrypoint],
                             cwd=ROOT, capture_output=True, text=True, env=env, timeout=360)
     output = submit.stdout + submit.stderr
     assert submit.returncode == 0, output[-4000:]
     assert "succeeded" in output
-    assert "step 1/2  loss video" in output and "step 2/2" in output   # the job's own progress lines
+    assert "step 1/2  loss audio" in output and "step 2/2  loss video" in output  # the job's progress lines
     assert "Reporting training result" not in output   # Ray's per-report dumps stay off without --verbose
+    assert "WORKER_HUB_OFFLINE False" in output
     modules = next(line for line in output.splitlines() if line.startswith("MODULES")).split()[1:]
     # both packages came from the runtime env's py_modules, not from the editable install of this checkout
     assert all("runtime_resources" in path and not path.startswith(str(ROOT)) for path in modules), modules

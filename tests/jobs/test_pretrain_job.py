@@ -35,7 +35,7 @@ def test_dry_run_prints_the_plan_of_an_l14_recipe_without_starting_anything():
     plan = json.loads(result.stdout.strip().splitlines()[-1])
     assert plan["towers"]["video"]["trainable_params"] == plan["trainable_params"] == 4_130_817
     assert (plan["global_batch"], plan["negatives_per_step"]) == (640, 639)  # 10 x accum 4 x 16 GPUs, cached
-    assert plan["resources"]["train"] == {"workers": 16, "CPU": 8.0, "GPU": 1.0}
+    assert plan["resources"]["train"] == {"workers": 16, "CPU": 8.0, "GPU": 1.0, "train": 0.01}  # on train nodes
     assert plan["resources"]["total"]["GPU"] == 16.0
     assert "global batch 640" in result.stderr and "Started a local Ray" not in result.stderr
 

@@ -46,10 +46,16 @@ def test_esc50_layout_keeps_folds_and_the_class_order(tmp_path):
 
 
 def test_class_folders_pair_files_across_modalities(tmp_path):
+    import cv2
+
+    rgb = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    depth_mm = np.full((32, 32), 2500, np.uint16)   # NYU-D style: 16-bit PNG in millimetres
     for name in ("bedroom/0001.png", "bedroom/0002.png", "kitchen/0003.png"):
-        _touch(tmp_path / "image" / name)
+        (tmp_path / "image" / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "image" / name), rgb)
     for name in ("bedroom/0001.png", "kitchen/0003.png"):
-        _touch(tmp_path / "depth" / name)
+        (tmp_path / "depth" / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "depth" / name), depth_mm)
     bench = build("folders", str(tmp_path))
     table = bench.table.to_pydict()
     assert table["id"] == ["bedroom/0001", "bedroom/0002", "kitchen/0003"]

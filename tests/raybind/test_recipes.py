@@ -72,9 +72,19 @@ def test_text_may_be_a_string_a_list_or_a_mapping_with_per_frame_views():
     assert captions.parse_views(["a dog", "", "dog #pets"]) == {"0": "a dog", "2": "dog #pets"}
     views = captions.parse_views({"title": "dog", "frames": ["sits", "runs"], "polished": None})
     assert views == {"title": "dog", "frames": ["sits", "runs"]}
+    assert captions.parse_views([("title", "dog"), ("frames", ["sits", "runs"])]) == views   # a Parquet map
     texts, present, per_frame = captions.view_slots(["title", "polished", "frames"], views, num_frames=4)
     assert present.tolist() == [1, 0, 1] and per_frame.tolist() == [0, 0, 1]
     assert texts[8:] == ["sits", "sits", "runs", "runs"]       # 2 key-frame captions over 4 decoded frames
+
+
+def test_a_bound_frame_picks_the_depth_or_thermal_frame_its_caption_describes():
+    from raybind.batches import _one_frame
+
+    stack = torch.arange(2 * 4, dtype=torch.float32).reshape(2, 4, 1, 1).expand(2, 4, 3, 3)   # value = frame id
+    picked = _one_frame(stack, train=True, generator=torch.Generator().manual_seed(0), bound=torch.tensor([2, -1]))
+    assert picked[0].unique().tolist() == [2.0]        # bound: frame 2 of row 0
+    assert 4 <= picked[1].unique().item() < 8          # free: some frame of row 1
 
 
 def test_decoding_keeps_every_view_and_quarantines_a_row_with_none(demo, tmp_path):
