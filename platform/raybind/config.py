@@ -74,11 +74,6 @@ class SynthesisPoolSettings(_Strict):
             raise ValueError(f"max_actors ({self.max_actors}) is below actors ({self.actors})")
         return self
 
-    def strategy(self):
-        from ray.data import ActorPoolStrategy
-
-        return ActorPoolStrategy(min_size=self.actors, max_size=self.max_actors or self.actors)
-
 
 class DecodeSettings(_Strict):
     num_cpus: float = Field(default=0.5, gt=0)

@@ -31,7 +31,6 @@ from raybind import media, storage
 from raybind.batches import tower_input
 from raybind.decode_stage import DecodeSpec, RowFailed, decode_media, depth_column, mel
 from raybind.errors import InputError
-from raybind.train_state import DATA_SETTINGS
 
 MediaInput = str | bytes | np.ndarray
 SUMMARY = "summary.json"
@@ -187,6 +186,3 @@ def load(checkpoint: str, device: str | None = None, data_overrides: Sequence[st
     cfg = inference_config(manifest, "", model.modalities, data_overrides, synthesize=False)
     return Embedder(model, inference_spec(cfg, model.config, ""), torch.device(device) if device else None)
 
-
-def saved_data_settings(manifest: dict[str, Any]) -> dict[str, Any]:
-    return dict(manifest.get(DATA_SETTINGS) or {})

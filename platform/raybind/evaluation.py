@@ -30,7 +30,7 @@ from encoders.checkpoint import MANIFEST
 from raybind import quarantine, storage
 from raybind.batch_format import FOLD, ID, LABEL, TEXT, TEXT_EMBEDDING, embedding_column
 from raybind.benchmarks import build
-from raybind.embed import Embedder, read_checkpoint, resolve_checkpoint, saved_data_settings
+from raybind.embed import Embedder, read_checkpoint, resolve_checkpoint
 from raybind.errors import InputError
 from raybind.inference import available_modalities, collect, embedding_stream, inference_config
 from raybind.manifest import MEDIA_COLUMNS, load_manifest
@@ -39,6 +39,7 @@ from raybind.prompts import class_embeddings, templates_for
 from raybind.ranking import classification_scores, confusion_matrix, recall_curve, retrieval_scores
 from raybind.report import write_report
 from raybind.runtime import init_ray
+from raybind.train_state import saved_data_settings
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +47,30 @@ TASKS = ("retrieval", "classification", "emergent", "arithmetic")
 METRICS_FILE = "metrics.json"
 
 
-def _tensor(columns: dict[str, np.ndarray], name: str) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(columns[name], dtype=np.float32))
+Embeddings = dict[str, torch.Tensor]   # modality (and "text") -> [rows, D], one row order for all
 
 
-def retrieval(columns: dict[str, np.ndarray], modalities: Sequence[str], plots: dict) -> dict[str, Any]:
-    text = _tensor(columns, TEXT_EMBEDDING)
+def embeddings_of(columns: dict[str, np.ndarray], modalities: Sequence[str]) -> Embeddings:
+    """The collected embedding columns as tensors, converted once for every task."""
+    names = {m: embedding_column(m) for m in modalities}
+    if TEXT_EMBEDDING in columns:
+        names["text"] = TEXT_EMBEDDING
+    return {m: torch.from_numpy(np.ascontiguousarray(columns[name], dtype=np.float32)) for m, name in names.items()}
+
+
+def retrieval(embeddings: Embeddings, modalities: Sequence[str], plots: dict) -> dict[str, Any]:
     out = {}
     for modality in modalities:
-        similarity = text @ _tensor(columns, embedding_column(modality)).T
+        similarity = embeddings["text"] @ embeddings[modality].T
         out[modality] = {**retrieval_scores(similarity), "x2t": retrieval_scores(similarity.T)}
         plots.setdefault("recall", {})[f"text->{modality}"] = recall_curve(similarity)
         plots.setdefault("similarity", {}).setdefault(f"text x {modality}", similarity[:16, :16].numpy())
     return out
 
 
-def classification(columns: dict[str, np.ndarray], modalities: Sequence[str], classes: Sequence[str],
-                   embed_text: Callable[[list[str]], torch.Tensor], templates: Mapping[str, Sequence[str]] | None,
-                   plots: dict) -> dict[str, Any]:
+def classification(embeddings: Embeddings, columns: dict[str, np.ndarray], modalities: Sequence[str],
+                   classes: Sequence[str], embed_text: Callable[[list[str]], torch.Tensor],
+                   templates: Mapping[str, Sequence[str]] | None, plots: dict) -> dict[str, Any]:
     labels = [str(v) for v in columns[LABEL]]
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted({label for label in labels if label not in index})
@@ -73,8 +80,7 @@ def classification(columns: dict[str, np.ndarray], modalities: Sequence[str], cl
     folds = [str(v) for v in columns[FOLD]] if FOLD in columns else None
     out = {}
     for modality in modalities:
-        logits = _tensor(columns, embedding_column(modality)) @ class_embeddings(
-            classes, templates_for(modality, templates), embed_text).T
+        logits = embeddings[modality] @ class_embeddings(classes, templates_for(modality, templates), embed_text).T
         scores = classification_scores(logits, targets)
         if folds is not None:
             scores["folds"] = {}
@@ -86,24 +92,25 @@ def classification(columns: dict[str, np.ndarray], modalities: Sequence[str], cl
     return out
 
 
-def emergent(columns: dict[str, np.ndarray], modalities: Sequence[str], plots: dict) -> dict[str, Any]:
+def emergent(embeddings: Embeddings, modalities: Sequence[str], plots: dict) -> dict[str, Any]:
     out = {}
     for a, b in itertools.permutations(modalities, 2):
-        similarity = _tensor(columns, embedding_column(a)) @ _tensor(columns, embedding_column(b)).T
+        similarity = embeddings[a] @ embeddings[b].T
         out[f"{a}->{b}"] = retrieval_scores(similarity)
         plots.setdefault("recall", {})[f"{a}->{b}"] = recall_curve(similarity)
     return out
 
 
-def arithmetic(columns: dict[str, np.ndarray], modalities: Sequence[str], plots: dict) -> dict[str, Any]:
+def arithmetic(embeddings: Embeddings, modalities: Sequence[str], plots: dict) -> dict[str, Any]:
+    # R@1 of each single modality against each target: the baseline every composed query is read against
+    single = {(a, c): retrieval_scores(embeddings[a] @ embeddings[c].T)["r1"]
+              for a, c in itertools.permutations(modalities, 2)}
     out = {}
     for target in modalities:
-        items = _tensor(columns, embedding_column(target))
         for a, b in itertools.combinations([m for m in modalities if m != target], 2):
-            xa, xb = _tensor(columns, embedding_column(a)), _tensor(columns, embedding_column(b))
-            similarity = F.normalize(xa + xb, dim=-1) @ items.T
-            single = max(retrieval_scores(x @ items.T)["r1"] for x in (xa, xb))
-            out[f"{a}+{b}->{target}"] = {**retrieval_scores(similarity), "best_single_r1": single}
+            similarity = F.normalize(embeddings[a] + embeddings[b], dim=-1) @ embeddings[target].T
+            out[f"{a}+{b}->{target}"] = {**retrieval_scores(similarity),
+                                         "best_single_r1": max(single[(a, target)], single[(b, target)])}
             plots.setdefault("recall", {})[f"{a}+{b}->{target}"] = recall_curve(similarity)
     return out
 
@@ -193,17 +200,19 @@ def evaluate(checkpoint: str, output: str, data: str | None = None, benchmark: s
     check_counts(counts)
     if counts["rows_out"] == 0:
         raise InputError(f"every row was quarantined (see {storage.join(output, quarantine.QUARANTINE_FILE)})")
+    embeddings = embeddings_of(columns, modalities)
     plots: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
     for task in chosen:
         if task == "retrieval":
-            metrics[task] = retrieval(columns, modalities, plots)
+            metrics[task] = retrieval(embeddings, modalities, plots)
         elif task == "classification":
-            metrics[task] = classification(columns, modalities, classes, text_embedder.embed_text, templates, plots)
+            metrics[task] = classification(embeddings, columns, modalities, classes, text_embedder.embed_text,
+                                           templates, plots)
         elif task == "emergent":
-            metrics[task] = emergent(columns, modalities, plots)
+            metrics[task] = emergent(embeddings, modalities, plots)
         else:
-            metrics[task] = arithmetic(columns, modalities, plots)
+            metrics[task] = arithmetic(embeddings, modalities, plots)
     summary = {**counts, "checkpoint": storage.redact(checkpoint), "data": storage.redact(manifest_uri),
                "benchmark": benchmark, "modalities": modalities, "tasks": chosen, "metrics": metrics,
                "output": storage.redact(output), "wall_s": round(time.perf_counter() - started, 1)}

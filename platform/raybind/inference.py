@@ -21,8 +21,9 @@ from encoders.config import ModelConfig
 from raybind.batch_format import ID, PASSTHROUGH, TEXT, TEXT_EMBEDDING, TOKENS, embedding_column
 from raybind.config import RayBindConfig, set_dotted, parse_override, validate
 from raybind.decode_stage import DecodeSpec
-from raybind.embed import Embedder, inference_device, read_checkpoint, saved_data_settings
+from raybind.embed import Embedder, inference_device, read_checkpoint
 from raybind.pipeline import decode_spec, decode_stages, manifest_blocks, placement_args
+from raybind.train_state import saved_data_settings
 
 
 def available_modalities(towers: Sequence[str], media_columns: Sequence[str], data: dict[str, Any],

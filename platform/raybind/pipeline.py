@@ -15,12 +15,12 @@ from functools import partial
 import numpy as np
 import pyarrow as pa
 import ray.data
-from ray.data import Dataset
+from ray.data import ActorPoolStrategy, Dataset
 
 from encoders.backbone import WEIGHT_SUFFIXES
 from encoders.config import ModelConfig
 from raybind import storage
-from raybind.config import RayBindConfig, SynthesisSettings
+from raybind.config import RayBindConfig, SynthesisPoolSettings, SynthesisSettings
 from raybind.batch_format import FRAMES, SHIPPED_DTYPE, decoded_template, synthesized_shape
 from raybind.decode_stage import DecodeSpec, decode_batch
 from raybind.errors import InputError
@@ -171,16 +171,21 @@ def decode_stages(ds: Dataset, cfg: RayBindConfig, spec: DecodeSpec, keep: tuple
         # synthesis actors compete for the same cores and the OS splits them evenly, starving synthesis.
         return ds.map_batches(DecodeAndSynthesisStage,
                               fn_constructor_args=(spec, synthesized, pool, frames_column, keep),
-                              compute=pool.strategy(), batch_size=decode.batch_size,
+                              compute=_pool_strategy(pool), batch_size=decode.batch_size,
                               num_cpus=pool.num_cpus, batch_format="numpy", **on_data)
     if synthesized:  # CPU tasks decode, GPU actors synthesize
         ds = ds.map_batches(partial(decode_batch, spec=spec), batch_size=decode.batch_size,
                             num_cpus=decode.num_cpus, batch_format="numpy", **on_data)
         return ds.map_batches(SynthesisStage, fn_constructor_args=(synthesized, pool, frames_column, keep),
-                              compute=pool.strategy(), batch_size=pool.batch_size,
+                              compute=_pool_strategy(pool), batch_size=pool.batch_size,
                               num_cpus=pool.num_cpus, num_gpus=pool.num_gpus, batch_format="numpy", **on_train)
     return ds.map_batches(partial(decode_batch, spec=spec, columns=keep), batch_size=decode.batch_size,
                           num_cpus=decode.num_cpus, batch_format="numpy", **on_data)
+
+
+def _pool_strategy(pool: SynthesisPoolSettings) -> ActorPoolStrategy:
+    """The synthesis pool: `actors` from the start, growing to `max_actors` while synthesis lags."""
+    return ActorPoolStrategy(min_size=pool.actors, max_size=pool.max_actors or pool.actors)
 
 
 def placement_args(cfg: RayBindConfig, part: str) -> dict[str, dict[str, float]]:

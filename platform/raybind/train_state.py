@@ -35,6 +35,11 @@ def save_training_checkpoint(directory: Path, model: BindModel, optimizer: torch
     return directory
 
 
+def saved_data_settings(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The run's data settings from a checkpoint's `raybind.json` ({} for checkpoints written before them)."""
+    return dict(manifest.get(DATA_SETTINGS) or {})
+
+
 def load_training_checkpoint(directory: Path, model: BindModel, optimizer: torch.optim.Optimizer,
                              scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
     """Restore model, optimizer and scheduler in place; return the saved progress."""
