@@ -137,6 +137,31 @@ def test_hf_sentence_encoder_gives_a_real_language_space():
     assert model.encode("depth", torch.randn(1, 3, 64, 64)).shape == (1, 384)
 
 
+def test_hf_text_tower_skips_padding_columns_without_changing_features():
+    """Only the columns some caption uses run through the encoder; the features equal the full-context ones
+    (every column, attention-masked) and do not depend on which other captions share the batch."""
+    from encoders.text import HFTextTower
+
+    model = BindModel(languagebind_config("tiny", ["depth"], text=TextConfig(kind="hf", name="all-minilm-l6-v2")))
+    tower: HFTextTower = model.text
+    captions = ["a red circle", "a green square moving left with a deep pulsing tone"]
+    tokens = model.tokenizer()(captions)
+    assert tokens.shape[1] == 77 and int((tokens != tower.pad_token_id).sum(1).max()) < 20
+    mask = (tokens != tower.pad_token_id).long()
+    with torch.no_grad():
+        hidden = tower.encoder(input_ids=tokens, attention_mask=mask).last_hidden_state   # all 77 columns
+        full = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        seen = []
+        hook = tower.encoder.register_forward_pre_hook(lambda _, args, kwargs: seen.append(kwargs["input_ids"].shape[1]),
+                                                       with_kwargs=True)
+        batch = tower(tokens)
+        hook.remove()
+        alone = torch.cat([tower(tokens[i:i + 1]) for i in range(len(captions))])
+    torch.testing.assert_close(batch, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(alone, batch, atol=1e-5, rtol=1e-5)
+    assert seen == [int(mask.sum(1).max())]   # the longest caption's length, not 77
+
+
 def test_hf_text_projection_is_frozen_and_deterministic():
     text = TextConfig(kind="hf", name="all-minilm-l6-v2", projection_dim=128)
     a = BindModel(languagebind_config("tiny", ["depth"], text=text))
