@@ -105,10 +105,11 @@ def test_a_job_with_the_runtime_env_scales_data_and_train_nodes_up_then_down(aut
                 "--set", "ray.placement.data={data: 0.01}", "--set", "ray.placement.train={train: 0.01}"]
     show_modules = "import raybind, encoders; print('MODULES', raybind.__file__, encoders.__file__)"
     # a driver with ray.hub_offline left at `inherit` and no HF_HUB_OFFLINE: its workers see the hub online
-    hub_check = ("import ray; from raybind.runtime import start_ray; start_ray(address='auto', verbose=False); "
-                 "seen = ray.remote(num_cpus=0)(lambda: __import__('importlib').import_module('huggingface_hub.constants')"
-                 ".HF_HUB_OFFLINE); "
-                 "print('WORKER_HUB_OFFLINE', ray.get(seen.remote()), flush=True)")
+    # ... and every worker (Ray Train's controller too) polls reports every 0.25 s, not Ray's 2 s
+    hub_check = ("import os, ray; from raybind.runtime import start_ray; start_ray(address='auto', verbose=False); "
+                 "seen = ray.remote(num_cpus=0)(lambda: (__import__('importlib').import_module('huggingface_hub.constants')"
+                 ".HF_HUB_OFFLINE, os.environ.get('RAY_TRAIN_HEALTH_CHECK_INTERVAL_S'))); "
+                 "print('WORKER_HUB_OFFLINE %s POLL %s' % ray.get(seen.remote()), flush=True)")
     entrypoint = " && ".join(shlex.join(argv) for argv in (["python", "-c", show_modules],
                                                            ["python", "-c", hub_check], pretrain))
     submit = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", "http://127.0.0.1:8265",
@@ -119,7 +120,7 @@ def test_a_job_with_the_runtime_env_scales_data_and_train_nodes_up_then_down(aut
     assert "succeeded" in output
     assert "step 1/2  loss audio" in output and "step 2/2  loss video" in output  # the job's progress lines
     assert "Reporting training result" not in output   # Ray's per-report dumps stay off without --verbose
-    assert "WORKER_HUB_OFFLINE False" in output
+    assert "WORKER_HUB_OFFLINE False POLL 0.25" in output
     modules = next(line for line in output.splitlines() if line.startswith("MODULES")).split()[1:]
     # both packages came from the runtime env's py_modules, not from the editable install of this checkout
     assert all("runtime_resources" in path and not path.startswith(str(ROOT)) for path in modules), modules

@@ -17,7 +17,7 @@ import yaml
 
 from raybind.config import load_config
 from raybind.plan import worker_resources
-from raybind.runtime import worker_env
+from raybind.runtime import TRAIN_POLL_ENV, TRAIN_POLL_S, worker_env
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT.parent / "shared" / "kuberay-crds"   # the KubeRay CRDs (Apache-2.0), when this checkout has them
@@ -161,6 +161,12 @@ def test_runtime_env_ships_both_packages_and_the_pinned_requirements():
     assert all((ROOT / m / "__init__.py").is_file() for m in env["py_modules"])
     assert env["pip"]["packages"] == _direct_dependencies_less_ray()
     assert "/platform/" in env["excludes"] and "/encoders/" in env["excludes"]   # shipped once, as modules
+
+
+def test_train_controller_polls_reports_often_unless_the_driver_says_otherwise():
+    # Ray Train's default (2 s) throttles a worker that reports every log step faster than that
+    assert float(worker_env("inherit", {})[TRAIN_POLL_ENV]) == float(TRAIN_POLL_S) < 2.0
+    assert worker_env("on", {TRAIN_POLL_ENV: "5"})[TRAIN_POLL_ENV] == "5"
 
 
 def test_hub_offline_is_a_setting_not_a_default():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from raybind.media_encode import write_audio, write_video
+from raybind.runtime import worker_env
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +21,7 @@ def ray_cluster():
 
     if not ray.is_initialized():
         ray.init(num_cpus=4, num_gpus=1, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+                 runtime_env={"env_vars": worker_env("on")})   # the env a job's workers get
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False
