@@ -30,6 +30,9 @@ class PreprocessConfig:
     audio_norm_std: float = C.AUDIO_NORM_STD
     depth_min_m: float = C.DEPTH_MIN_M
     depth_max_m: float = C.DEPTH_MAX_M
+    # Horizontal flips in training. Off where captions name left and right of a clip's motion: a flipped
+    # clip moving left looks like one moving right, and the caption would lie.
+    random_flip: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -34,8 +34,11 @@ def resize_short_side(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=new_hw, mode="bicubic", align_corners=False, antialias=True)
 
 
-def _crop_flip(images: torch.Tensor, size: int, train: bool, generator: torch.Generator | None) -> torch.Tensor:
-    """Crop [N, C, H, W] to size x size (random or centre) and, in training, maybe flip. One choice for all N."""
+def _crop_flip(images: torch.Tensor, cfg: PreprocessConfig, train: bool,
+               generator: torch.Generator | None) -> torch.Tensor:
+    """Crop [N, C, H, W] to size x size (random or centre) and, in training, maybe flip (where
+    `cfg.random_flip`). One choice for all N."""
+    size = cfg.image_size
     h, w = images.shape[-2:]
     if train:
         top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
@@ -43,7 +46,7 @@ def _crop_flip(images: torch.Tensor, size: int, train: bool, generator: torch.Ge
     else:
         top, left = (h - size) // 2, (w - size) // 2
     images = images[..., top:top + size, left:left + size]
-    if train and bool(torch.rand(1, generator=generator) < 0.5):
+    if train and cfg.random_flip and bool(torch.rand(1, generator=generator) < 0.5):
         images = images.flip(-1)
     return images
 
@@ -58,7 +61,7 @@ def _rgb_group(frames: torch.Tensor, cfg: PreprocessConfig, train: bool, generat
     """uint8 [N, H, W, 3] of one sample (frames share crop and flip) -> float [N, 3, S, S]."""
     x = frames.permute(0, 3, 1, 2).float() / 255.0
     x = resize_short_side(x, cfg.image_size)
-    x = _crop_flip(x, cfg.image_size, train, generator)
+    x = _crop_flip(x, cfg, train, generator)
     return _normalize(x.clamp(0.0, 1.0), cfg)
 
 
@@ -107,7 +110,7 @@ def depth_image(depth_m: np.ndarray | torch.Tensor, cfg: PreprocessConfig = DEFA
     out = []
     for d in flat:
         d = resize_short_side(d[None].expand(1, 3, -1, -1), cfg.image_size)
-        d = _crop_flip(d, cfg.image_size, train, generator)
+        d = _crop_flip(d, cfg, train, generator)
         out.append(_normalize(d.clamp(0.0, 1.0), cfg))
     out_t = torch.cat(out)
     return out_t.reshape(*lead, *out_t.shape[1:])

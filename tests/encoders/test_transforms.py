@@ -80,6 +80,20 @@ def test_video_frames_never_flips_at_eval_but_may_in_training():
     assert any(flipped) and not all(flipped)
 
 
+def test_random_flip_off_keeps_sides_in_training():
+    """Captions that say "moving left" need frames that are never mirrored; crops still vary."""
+    frames = np.zeros((2, 64, 64, 3), np.uint8)
+    frames[:, :, :32] = 255
+    depth = np.full((64, 64), 9.0, np.float32)
+    depth[:, :32] = 1.0                             # near on the left
+    cfg = PreprocessConfig(image_size=64, random_flip=False)
+    for seed in range(16):
+        video = transforms.video_frames(frames, cfg, train=True, generator=torch.Generator().manual_seed(seed))
+        near = transforms.depth_image(depth, cfg, train=True, generator=torch.Generator().manual_seed(seed))
+        assert video[0, 0, 0, 0] > 0 and near[0, 0, 0] < near[0, 0, -1]
+    assert PreprocessConfig.from_dict(cfg.to_dict()).random_flip is False   # kept with the checkpoint
+
+
 def test_video_frames_share_one_crop_per_clip_and_accept_batches():
     clip = np.random.default_rng(0).integers(0, 255, (2, 4, 80, 80, 3), dtype=np.uint8)
     clip[:, :] = clip[:, :1]  # identical frames within a clip
