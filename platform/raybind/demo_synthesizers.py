@@ -43,6 +43,9 @@ def _training_frames(count: int, size: int, frame_size: int, seed: int):
 
 def _fit(model: torch.nn.Module, loss_of, batches: int, steps: int, lr: float, seed: int) -> float:
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    # One cycle (warm-up, cosine decay): a constant high rate fits fast but can throw a fitted colour
+    # away late in the run; a low one leaves the colours' distances merged.
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     loss = torch.tensor(0.0)
@@ -51,7 +54,9 @@ def _fit(model: torch.nn.Module, loss_of, batches: int, steps: int, lr: float, s
         loss = loss_of(index)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        schedule.step()
     model.eval()
     return float(loss.detach())
 
@@ -77,7 +82,7 @@ def fit_depth(rgb: np.ndarray, depth: np.ndarray, folder: Path, steps: int, seed
         predicted = F.interpolate(predicted[:, None], size=target.shape[1:], mode="bilinear", align_corners=False)
         return _balanced_l1(predicted[:, 0], target[index], target[index] < BACKGROUND_DEPTH_M - 0.5)
 
-    final = _fit(model, loss_of, len(rgb), steps, 3e-3, seed)
+    final = _fit(model, loss_of, len(rgb), steps, 1e-2, seed)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return final

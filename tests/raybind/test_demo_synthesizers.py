@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 
 from raybind.config import SynthesisSettings
-from raybind.demo_data import BACKGROUND_DEPTH_M
+from raybind.demo_data import BACKGROUND_DEPTH_M, OBJECT_DEPTH_M, OBJECT_HEAT
 from raybind.demo_synthesizers import _training_frames, fit_demo_synthesizers
 from raybind.synthesis_stage import load_synthesizer
 
 
 @pytest.mark.timeout(300)
 def test_fitted_synthesizers_load_like_real_weights_and_show_the_object(tmp_path):
-    paths = fit_demo_synthesizers(tmp_path, seed=0, frames=128, steps=120)
+    paths = fit_demo_synthesizers(tmp_path, seed=0, frames=128)   # the demo's own number of steps
     assert (tmp_path / "synthesizers" / "depth" / "config.json").is_file()  # a transformers folder
     depth_model = load_synthesizer("depth", SynthesisSettings(model=paths["depth"]), "cpu")
     thermal_model = load_synthesizer("thermal", SynthesisSettings(model=paths["thermal"]), "cpu")  # weights-only
@@ -22,3 +22,11 @@ def test_fitted_synthesizers_load_like_real_weights_and_show_the_object(tmp_path
     # the object stands out: nearer than the background in the depth maps, hotter in the thermal ones
     assert predicted_depth[on_object].mean() < predicted_depth[~on_object].mean() - 0.5
     assert predicted_heat[on_object].mean() > predicted_heat[~on_object].mean() + 20
+    # and its colour shows, as the captions need: the four colours' objects keep their order in distance
+    # and heat (a fit with a constant rate merged three of the four distances into one, ~2.1 m)
+    by_depth = sorted(OBJECT_DEPTH_M, key=OBJECT_DEPTH_M.get)
+    by_heat = sorted(OBJECT_HEAT, key=OBJECT_HEAT.get)
+    depth_of = [predicted_depth[np.isclose(depth, OBJECT_DEPTH_M[c])].mean() for c in by_depth]
+    heat_of = [predicted_heat[np.isclose(depth, OBJECT_DEPTH_M[c])].mean() for c in by_heat]
+    assert all(b - a > 0.3 for a, b in zip(depth_of, depth_of[1:])), dict(zip(by_depth, depth_of))
+    assert all(b - a > 10 for a, b in zip(heat_of, heat_of[1:])), dict(zip(by_heat, heat_of))
