@@ -207,6 +207,9 @@ class TrainSettings(_Strict):
     num_workers: int = Field(default=1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(default=1.0, gt=0)
+    # torch's intra-op threads per worker; None: cpus_per_worker (at least 1). More than the Ray reservation
+    # lets a worker use cores that only the first pass's decode actors need (the quickstart: data.cache_mb).
+    torch_threads: int | None = Field(default=None, ge=1)
     gpus_per_worker: float = Field(default=1.0, gt=0, le=1)  # < 1 shares a GPU (e.g. with GPU synthesis)
     compile: Literal["auto", "on", "off"] = "auto"           # torch.compile the tower blocks; auto: on GPUs
     warmup_steps: int = Field(default=0, ge=0)
@@ -218,6 +221,10 @@ class TrainSettings(_Strict):
     max_failures: int = Field(default=0, ge=-1)
     val_batch_size: int = Field(default=64, ge=2)
     stages: list[StageSettings] | None = None   # their steps add up to `steps`; None: one stage
+
+    def threads(self) -> int:
+        """torch's intra-op threads in each worker."""
+        return self.torch_threads or max(1, int(self.cpus_per_worker))
 
 
 class InferenceSettings(_Strict):

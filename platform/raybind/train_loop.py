@@ -104,7 +104,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg.seed * 1000 + rank)  # augmentation and masking draws; towers are seeded by init_seed
-    torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
+    torch.set_num_threads(cfg.train.threads())
 
     model = build_model(cfg, device)
     # a video tower fed images only (a first stage) leaves its temporal attention without gradients

@@ -107,3 +107,11 @@ def test_training_settings_validate():
     cfg = validate({**BASE, "train": {"use_gpu": True}})
     assert cfg.compile_enabled() and not validate({**BASE, "train": {"use_gpu": True, "compile": "off"}}).compile_enabled()
     assert not validate(BASE).compile_enabled()
+
+
+def test_worker_threads_follow_the_cpu_reservation_unless_set():
+    assert validate({**BASE, "train": {"cpus_per_worker": 4}}).train.threads() == 4
+    assert validate({**BASE, "train": {"cpus_per_worker": 0.5}}).train.threads() == 1
+    assert validate({**BASE, "train": {"cpus_per_worker": 0.5, "torch_threads": 2}}).train.threads() == 2
+    with pytest.raises(ConfigError, match=r"train\.torch_threads: Input should be greater than or equal to 1"):
+        validate({**BASE, "train": {"torch_threads": 0}})
