@@ -83,8 +83,14 @@ def fit_depth(rgb: np.ndarray, depth: np.ndarray, folder: Path, steps: int, seed
         return _balanced_l1(predicted[:, 0], target[index], target[index] < BACKGROUND_DEPTH_M - 0.5)
 
     final = _fit(model, loss_of, len(rgb), steps, 1e-2, seed)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()   # a one-file save: its progress bar would only clutter the console
+    try:
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+    finally:
+        hf_logging.enable_progress_bar()
     return final
 
 

@@ -97,6 +97,8 @@ def configure_data_context(cfg: RayBindConfig) -> None:
     bars = {"on": True, "off": False}.get(cfg.ray.progress_bars, sys.stdout.isatty())
     ctx.enable_progress_bars = bars
     ctx.enable_operator_progress_bars = bars
+    if not bars and not cfg.ray.verbose:  # Ray Data would warn that the bars we turned off are off
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     if cfg.data.object_store_budget_mb:
         ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
             object_store_memory=cfg.data.object_store_budget_mb * 2**20)
