@@ -37,8 +37,11 @@ def trained(ray_cluster, tmp_path_factory):
         "data": {"train": manifests["train"], "modalities": ["video", "audio", "thermal"], "num_frames": 4,
                  "decode": {"batch_size": 8, "num_cpus": 0.5}, "synthesis": {"actors": 1, "num_cpus": 0.5}},
         "model": {"preset": "tiny", "text": {"kind": "hf", "name": "all-minilm-l6-v2"},
-                  "towers": {m: {"lr": 2e-3} for m in ("video", "audio", "thermal")}},
-        "train": {"steps": 100, "batch_size": 8, "log_every": 50, "cpus_per_worker": 0.5}})
+                  # video as the quickstart trains it (full fine-tuning, no flips): with LoRA on its temporal
+                  # attention alone, 33 video steps left classification near chance in some runs
+                  "towers": {"video": {"lr": 2e-3, "lora": None, "preprocess": {"random_flip": False}},
+                             "audio": {"lr": 2e-3}, "thermal": {"lr": 2e-3}}},
+        "train": {"steps": 200, "batch_size": 8, "log_every": 50, "cpus_per_worker": 0.5}})
     summary = pretrain(cfg, progress=False)
     return {"root": root, "checkpoint": summary["checkpoint"], "run": str(root / "runs" / "evalrun"),
             "val": str(val), "train": manifests["train"]}
