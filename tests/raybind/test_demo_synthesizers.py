@@ -23,7 +23,7 @@ def test_fitted_synthesizers_load_like_real_weights_and_show_the_object(tmp_path
     assert predicted_depth[on_object].mean() < predicted_depth[~on_object].mean() - 0.5
     assert predicted_heat[on_object].mean() > predicted_heat[~on_object].mean() + 20
     # and its colour shows, as the captions need: the four colours' objects keep their order in distance
-    # and heat (a fit with a constant rate merged three of the four distances into one, ~2.1 m)
+    # and heat (fits with a constant rate, or with L1 under one thread, put three of the four at one distance)
     by_depth = sorted(OBJECT_DEPTH_M, key=OBJECT_DEPTH_M.get)
     by_heat = sorted(OBJECT_HEAT, key=OBJECT_HEAT.get)
     depth_of = [predicted_depth[np.isclose(depth, OBJECT_DEPTH_M[c])].mean() for c in by_depth]
