@@ -147,11 +147,11 @@ def generate(output_dir: str | Path, train_clips: int = 256, val_clips: int = 64
             frames = render_frames(spec, rng, size, max(2, int(fps * seconds)))
             write_video(output_dir / relative, frames, fps, render_tone(spec, seconds, sample_rate), sample_rate)
             rows.append({"id": clip_id, "text": spec.caption, "label": spec.label, "video": relative})
-            recipe_rows.append({"id": clip_id, "text": caption_views(spec), "label": spec.label, "video": relative})
+            views = caption_views(spec)
+            recipe_rows.append({"id": clip_id, "text": views, "label": spec.label, "video": relative})
             if split == "train" and index % STILL_EVERY == 0:  # a still: no per-frame captions, no video
                 still = f"stills/{clip_id}.png"
                 cv2.imwrite(str(output_dir / still), cv2.cvtColor(frames[len(frames) // 2], cv2.COLOR_RGB2BGR))
-                views = caption_views(spec)
                 recipe_rows.append({"id": f"{clip_id}-still", "label": spec.label, "image": still,
                                     "text": {"title": views["title"], "sentence": f"a {spec.colour} {spec.shape}"}})
         for name, content in ((split, rows), (f"{split}_recipes", recipe_rows)):

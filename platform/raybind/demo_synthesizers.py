@@ -87,12 +87,14 @@ def fit_depth(rgb: np.ndarray, depth: np.ndarray, folder: Path, steps: int, seed
     final = _fit(model, loss_of, len(rgb), steps, 1e-2, seed)
     from transformers.utils import logging as hf_logging
 
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()   # a one-file save: its progress bar would only clutter the console
     try:
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
     finally:
-        hf_logging.enable_progress_bar()
+        if bars:   # as the caller had it: bars a user turned off stay off
+            hf_logging.enable_progress_bar()
     return final
 
 
