@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import subprocess
 import sys
@@ -75,16 +76,35 @@ def _fake_cluster_class():
 
 
 @pytest.fixture()
-def autoscaling_cluster(monkeypatch):
+def autoscaling_cluster(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")  # the `ray` CLI of this venv
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):   # a cluster with network: nothing forces the hub off
         monkeypatch.delenv(name, raising=False)
+    # Token authentication on, as cluster/aws.yaml starts every node: Ray 2.60's `ray start` turns it on by
+    # itself only where a token already exists (~/.ray/auth_token), which a fresh machine lacks. The
+    # cluster's own token keeps the test apart from whatever ~/.ray holds.
+    token = tmp_path / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     cluster = _fake_cluster_class()(head_resources={"CPU": 0}, worker_node_types=_node_types(),
                                     idle_timeout_minutes=0.1)  # aws.yaml says 5 minutes; a test cannot wait
-    cluster.start()   # `ray start --head`: token authentication on; clients send ~/.ray/auth_token
-    yield {**os.environ, "RAY_AUTH_MODE": "token"}
+    cluster.start()   # `ray start --head`, and the fake worker nodes later, all with the token
+    yield dict(os.environ)
     cluster.shutdown()
+
+
+def test_the_cluster_refuses_a_client_without_its_token(autoscaling_cluster):
+    env = {k: v for k, v in autoscaling_cluster.items() if k != "RAY_AUTH_TOKEN_PATH"}
+    anonymous = subprocess.run([str(BIN / "ray"), "job", "list", "--address", "http://127.0.0.1:8265"],
+                               capture_output=True, text=True, env={**env, "RAY_AUTH_MODE": "disabled"}, timeout=60)
+    # the dashboard answers 401 and the client says why (its own mode is 'disabled': the server asked)
+    assert anonymous.returncode != 0 and "Token authentication is enabled" in anonymous.stderr, anonymous.stderr[-600:]
+    member = subprocess.run([str(BIN / "ray"), "job", "list", "--address", "http://127.0.0.1:8265"],
+                            capture_output=True, text=True, env=autoscaling_cluster, timeout=60)
+    assert member.returncode == 0, member.stderr[-2000:]
 
 
 def test_a_job_with_the_runtime_env_scales_data_and_train_nodes_up_then_down(autoscaling_cluster, tmp_path):
