@@ -118,6 +118,19 @@ def test_kuberay_manifests_validate_strictly_against_the_crds(manifest, crd):
                                      ".workerGroupSpecs[0].maxReplica"]
 
 
+def test_every_cluster_runs_with_token_authentication():
+    """Ray 2.60's `ray start` leaves authentication off on a node without a token, so both cluster kinds ask
+    for it: every aws.yaml node starts in token mode with the user's token mounted, and KubeRay makes one."""
+    config = _yaml(ROOT / "cluster" / "aws.yaml")
+    starts = [c for key in ("head_start_ray_commands", "worker_start_ray_commands") for c in config[key]
+              if "ray start" in c]
+    assert len(starts) == 2 and all(c.startswith("RAY_AUTH_MODE=token ray start ") for c in starts), starts
+    assert config["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"
+    for manifest in MANIFESTS:
+        document = _yaml(ROOT / "cluster" / "kuberay" / manifest)["spec"]
+        assert document.get("rayClusterSpec", document)["authOptions"] == {"mode": "token"}, manifest
+
+
 def test_kuberay_groups_request_what_they_limit_and_advertise_their_role():
     cluster = _yaml(ROOT / "cluster" / "kuberay" / "raycluster.yaml")["spec"]
     assert cluster["enableInTreeAutoscaling"] is True
