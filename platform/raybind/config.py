@@ -153,7 +153,7 @@ class TowerFields(_Strict):
     lr: float | None = Field(default=None, gt=0)
     temporal: Literal["attention", "mean"] = "attention"
     weight: float = Field(default=1.0, gt=0)   # share of training steps this tower gets
-    grad_checkpointing: bool = False           # recompute block activations in backward (L/14 recipes: on)
+    grad_checkpointing: bool = False           # recompute block activations in backward (larger per-GPU batches)
     images: bool = False                       # video only: rows with an image and no video feed it as 1-frame clips
     preprocess: dict[str, Any] = Field(default_factory=dict)
 
