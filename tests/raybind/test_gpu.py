@@ -37,5 +37,7 @@ def test_compiled_tower_equals_eager_within_bf16_tolerance(modality):
 
 @pytest.mark.parametrize("modality", sorted(RECIPES))
 def test_each_l14_recipe_fits_one_80gb_gpu_with_its_configured_batch(modality):
-    figures = tower_step_figures(recipe(modality), steps=1, device=CUDA)
+    # eager: compiling four L/14 towers would cost minutes of device time, and compiled blocks save no more
+    # for backward than eager ones (the gpu benchmark suite reports the compiled step's peak too)
+    figures = tower_step_figures(recipe(modality, ["train.compile=off"]), steps=1, device=CUDA)
     assert figures["peak_memory_gib"] < 78, figures
