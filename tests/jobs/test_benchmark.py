@@ -56,3 +56,16 @@ def test_recipe_tower_step_runs_the_workers_model_and_counts_flops():
     spatial = frames * layers * (24 * tokens * width ** 2 + 4 * tokens ** 2 * width)
     temporal = layers * (8 * frames * tokens * width ** 2 + 4 * frames ** 2 * tokens * width)
     assert forward_flops_per_sample(cfg, model, "video") == spatial + temporal
+
+
+def test_gpu_train_suite_run_fits_a_one_gpu_machine(tmp_path):
+    """The gpu_train suite's Ray Train run passes the resource check of the machine it is meant for (16
+    CPUs, one GPU): the recipes pin stages to cluster node roles, which such a machine lacks."""
+    from raybind.bench.gpu_suites import gpu_train_config
+    from raybind.plan import check_fits, is_local
+
+    cfg = gpu_train_config(tmp_path, tmp_path / "clips.jsonl", steps=40)
+    assert is_local(cfg) and cfg.ray.placement.data == cfg.ray.placement.train == {}
+    check_fits(cfg, {"CPU": 16.0, "GPU": 1.0}, "a one-GPU machine")
+    pool = cfg.data.synthesis
+    assert cfg.train.gpus_per_worker + pool.actors * pool.num_gpus == 1.0   # worker and synthesis share it

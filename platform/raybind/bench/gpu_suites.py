@@ -29,9 +29,10 @@ PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
 def recipe(modality: str, overrides: list[str] | tuple[str, ...] = ()) -> RayBindConfig:
-    """A recipe as one local GPU worker runs it, random weights (nothing downloaded)."""
-    return load_config(RECIPES[modality], ["ray.address=null", "model.pretrained=null", "train.num_workers=1",
-                                           *overrides])
+    """A recipe as one local GPU worker runs it: its own Ray on this machine (no cluster address, no node
+    roles to place stages on), random weights (nothing downloaded)."""
+    return load_config(RECIPES[modality], ["ray.address=null", "ray.placement={}", "model.pretrained=null",
+                                           "train.num_workers=1", *overrides])
 
 
 def forward_flops_per_sample(cfg: RayBindConfig, model, modality: str) -> float:
@@ -135,6 +136,17 @@ def gpu_suite(steps: int = 10, peak_tflops: float | None = None) -> dict:
             "depth_frames_per_s": _depth_synthesis_frames_per_s(device)}
 
 
+def gpu_train_config(workdir: Path, manifest: Path, steps: int) -> RayBindConfig:
+    """The depth recipe as the gpu_train suite runs it: one GPU shared by the training worker (0.5) and two
+    synthesis actors (0.25 each; random glpn/munit, nothing downloaded), streamed clips, no validation."""
+    return recipe("depth", [f"storage={workdir / 'runs'}", "name=gpu-train", f"data.train={manifest}",
+                            "data.val=null", "data.depth.model=null", f"train.steps={steps}",
+                            f"train.log_every={steps // 2}", "train.checkpoint_every=0",
+                            "train.warmup_steps=0", "train.gpus_per_worker=0.5",
+                            "data.synthesis={actors: 2, num_cpus: 1, num_gpus: 0.25, batch_size: 64}",
+                            "train.cpus_per_worker=4"])
+
+
 def gpu_train_suite(workdir: Path, steps: int = 40) -> dict:
     """The Ray Train loop on one GPU over streamed, GPU-synthesized data vs the bare step (depth recipe)."""
     if not torch.cuda.is_available():
@@ -146,14 +158,7 @@ def gpu_train_suite(workdir: Path, steps: int = 40) -> dict:
     rows = (steps + 4) * cfg.train.batch_size * cfg.train.grad_accum
     clips = make_clips(workdir / "gpu-train-clips", {"360p": (640, 360)}, per_resolution=16, seconds=2.0)
     manifest = write_manifest(workdir / "gpu-train.jsonl", clips, rows)
-    # one GPU shared: the training worker and two synthesis actors (random glpn/munit: no download)
-    train_cfg = recipe("depth", [f"storage={workdir / 'runs'}", "name=gpu-train", f"data.train={manifest}",
-                                 "data.val=null", "data.depth.model=null", f"train.steps={steps}",
-                                 f"train.log_every={steps // 2}", "train.checkpoint_every=0",
-                                 "train.warmup_steps=0", "train.gpus_per_worker=0.5",
-                                 "data.synthesis={actors: 2, num_cpus: 1, num_gpus: 0.25, batch_size: 64}",
-                                 "train.cpus_per_worker=4"])
-    summary = pretrain(train_cfg)
+    summary = pretrain(gpu_train_config(workdir, manifest, steps))
     bare = tower_step_figures(cfg, 10, torch.device("cuda"), _peak_tflops(torch.cuda.get_device_name(0)))
     loop = float(summary["samples_per_s"])
     return {"steps": steps, "ray_train_samples_per_s": round(loop, 2), "bare_step_samples_per_s": bare["samples_per_s"],
