@@ -31,13 +31,23 @@ def embed_split(model: BindModel, modality: str, batches: Iterable[dict[str, tor
 
 def retrieval_metrics(model: BindModel, modality: str, batches: list[dict[str, torch.Tensor]],
                       device: torch.device) -> dict[str, float]:
+    """Embeddings as the caller runs the model (bf16 autocast on GPUs); scores from them in fp32."""
     x, t = embed_split(model, modality, batches, device)
     if len(x) == 0:
         return {}
-    similarity = t @ x.T  # text queries over modality items
-    scale = model.logit_scale(modality).detach()
+    return split_metrics(x, t, model.logit_scale(modality).detach())
+
+
+def split_metrics(x: torch.Tensor, t: torch.Tensor, scale: torch.Tensor) -> dict[str, float]:
+    """Loss and ranks of normalised modality (`x`) and text (`t`) embeddings, row i matching row i. Always
+    fp32, also inside a caller's autocast: bf16 products keep ~3 digits, and similarities that differ
+    beyond them would tie and share ranks, lowering R@k."""
+    with torch.autocast(x.device.type, enabled=False):
+        x, t, scale = x.float(), t.float(), scale.float()
+        similarity = t @ x.T  # text queries over modality items
+        loss = contrastive_loss(x, t, scale, gather=False)
     return {
-        "val_loss": float(contrastive_loss(x, t, scale, gather=False)),
+        "val_loss": float(loss),
         "val_r1": recall_at(similarity, 1),
         "val_r5": recall_at(similarity, 5),
         "val_r10": recall_at(similarity, 10),

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from raybind.benchmarks import BenchmarkError, build
 from raybind.prompts import class_embeddings, templates_for
-from raybind.ranking import classification_scores, confusion_matrix, ranks, retrieval_scores
+from raybind.ranking import classification_scores, confusion_matrix, ranks, recall_at, retrieval_scores
+from raybind.validation import split_metrics
 
 
 def _touch(path, data: bytes = b"x"):
@@ -95,6 +96,19 @@ def test_ranks_share_exact_ties_and_score_like_papers():
     reversed_ = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
     scores = retrieval_scores(reversed_)
     assert (scores["r1"], scores["median_rank"], scores["mean_rank"]) == (0.0, 2.0, 2.0)
+
+
+def test_validation_scores_in_fp32_inside_bf16_autocast():
+    """Training validates inside bf16 autocast on GPUs (the CPU's autocast makes the same casts): scores that
+    differ beyond bf16's ~3 digits must not turn into ties that share ranks."""
+    t = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    x = torch.tensor([[0.5001, 0.0, (1 - 0.5001 ** 2) ** 0.5], [0.5, 0.7, (1 - 0.5 ** 2 - 0.7 ** 2) ** 0.5]])
+    scale = torch.tensor(10.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        in_bf16 = t @ x.T
+        metrics = split_metrics(x, t, scale)
+    assert in_bf16.dtype == torch.bfloat16 and recall_at(in_bf16, 1) == 0.75  # 0.5001 and 0.5 tie in bf16
+    assert metrics["val_r1"] == 1.0 and metrics == split_metrics(x, t, scale)
 
 
 def test_classification_top_k_and_confusion():
