@@ -75,25 +75,30 @@ def _fake_cluster_class():
     return FakeMultiNodeCluster
 
 
-@pytest.fixture()
-def autoscaling_cluster(monkeypatch, tmp_path):
-    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")  # the `ray` CLI of this venv
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):   # a cluster with network: nothing forces the hub off
-        monkeypatch.delenv(name, raising=False)
-    # Token authentication on, as cluster/aws.yaml starts every node: Ray 2.60's `ray start` turns it on by
-    # itself only where a token already exists (~/.ray/auth_token), which a fresh machine lacks. The
-    # cluster's own token keeps the test apart from whatever ~/.ray holds.
-    token = tmp_path / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
-    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
-    cluster = _fake_cluster_class()(head_resources={"CPU": 0}, worker_node_types=_node_types(),
-                                    idle_timeout_minutes=0.1)  # aws.yaml says 5 minutes; a test cannot wait
-    cluster.start()   # `ray start --head`, and the fake worker nodes later, all with the token
-    yield dict(os.environ)
-    cluster.shutdown()
+@pytest.fixture(scope="module")
+def autoscaling_cluster(tmp_path_factory):
+    """One fake autoscaling cluster for this module (each start and shutdown costs ~15 s). The tests below
+    run in file order: the token check leaves no nodes behind, and the scaling test starts from zero."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")  # the `ray` CLI of this venv
+        env.delenv("RAY_ADDRESS", raising=False)
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):   # a cluster with network: the hub is not forced off
+            env.delenv(name, raising=False)
+        # Token authentication on, as cluster/aws.yaml starts every node: Ray 2.60's `ray start` turns it on
+        # by itself only where a token already exists (~/.ray/auth_token), which a fresh machine lacks. The
+        # cluster's own token keeps the test apart from whatever ~/.ray holds.
+        token = tmp_path_factory.mktemp("auth") / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        env.setenv("RAY_AUTH_MODE", "token")
+        env.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+        env.delenv("RAY_AUTH_TOKEN", raising=False)
+        cluster = _fake_cluster_class()(head_resources={"CPU": 0}, worker_node_types=_node_types(),
+                                        idle_timeout_minutes=0.1)  # aws.yaml says 5 minutes; a test cannot wait
+        cluster.start()   # `ray start --head`, and the fake worker nodes later, all with the token
+        try:
+            yield dict(os.environ)
+        finally:
+            cluster.shutdown()
 
 
 def test_the_cluster_refuses_a_client_without_its_token(autoscaling_cluster):
