@@ -9,15 +9,26 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from encoders import constants as C
 from encoders.config import LoraSettings, ModelConfig, PreprocessConfig, TextConfig, TowerConfig
 from encoders.presets import get_preset
 from raybind.errors import InputError
+
+
+def _switch_word(value: Any) -> Any:
+    """YAML 1.1 reads on/off (and yes/no) as booleans, in files and in `--set` values alike: take a boolean
+    as the switch word it was written as."""
+    return ("on" if value else "off") if isinstance(value, bool) else value
+
+
+# Settings written on/off (plus auto or inherit): `--set train.compile=off` must mean "off", not False.
+AutoSwitch = Annotated[Literal["auto", "on", "off"], BeforeValidator(_switch_word)]
+InheritSwitch = Annotated[Literal["inherit", "on", "off"], BeforeValidator(_switch_word)]
 
 
 class ConfigError(InputError):
@@ -41,11 +52,11 @@ class RaySettings(_Strict):
     address: str | None = None            # None: start a local Ray; "auto" or ray://...: connect
     num_cpus: float | None = Field(default=None, gt=0)   # local cluster only
     object_store_memory_mb: int | None = Field(default=None, gt=0)
-    progress_bars: Literal["auto", "on", "off"] = "auto"  # auto: on for a terminal, off in logs and CI
+    progress_bars: AutoSwitch = "auto"  # auto: on for a terminal, off in logs and CI
     verbose: bool = False    # Ray's own logs (per-report dumps, dataset plans, worker output) on the console
     # HF_HUB_OFFLINE for every worker: inherit (the driver's environment; unset means online), on or off.
     # Air-gapped clusters set "on" and pre-stage weights (README: Run on a cluster).
-    hub_offline: Literal["inherit", "on", "off"] = "inherit"
+    hub_offline: InheritSwitch = "inherit"
     placement: PlacementSettings = PlacementSettings()
 
 
@@ -211,7 +222,7 @@ class TrainSettings(_Strict):
     # lets a worker use cores that only the first pass's decode actors need (the quickstart: data.cache_mb).
     torch_threads: int | None = Field(default=None, ge=1)
     gpus_per_worker: float = Field(default=1.0, gt=0, le=1)  # < 1 shares a GPU (e.g. with GPU synthesis)
-    compile: Literal["auto", "on", "off"] = "auto"           # torch.compile the tower blocks; auto: on GPUs
+    compile: AutoSwitch = "auto"           # torch.compile the tower blocks; auto: on GPUs
     warmup_steps: int = Field(default=0, ge=0)
     weight_decay: float = Field(default=C.WEIGHT_DECAY, ge=0)
     log_every: int = Field(default=10, ge=1)

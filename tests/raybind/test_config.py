@@ -44,6 +44,19 @@ def test_set_overrides_any_dotted_field(tmp_path):
         load_config(path, ["train.steps=many"])
 
 
+def test_on_off_settings_take_yaml_booleans_as_the_words_written(tmp_path):
+    """YAML reads an unquoted on/off as a boolean, in a file and in `--set` alike."""
+    path = _write(tmp_path, "name: x\ndata: {train: m.jsonl, modalities: [video]}\ntrain: {compile: off}\n"
+                            "ray: {hub_offline: on}\n")
+    cfg = load_config(path)
+    assert (cfg.train.compile, cfg.ray.hub_offline) == ("off", "on")
+    cfg = load_config(path, ["train.compile=on", "ray.hub_offline=off", "ray.progress_bars=off"])
+    assert (cfg.train.compile, cfg.ray.hub_offline, cfg.ray.progress_bars) == ("on", "off", "off")
+    assert cfg.compile_enabled()
+    with pytest.raises(ConfigError, match=r"train\.compile: Input should be 'auto', 'on' or 'off'"):
+        load_config(path, ["train.compile=sometimes"])
+
+
 def test_paper_defaults_fill_unset_tower_fields():
     cfg = validate({**BASE, "data": {**BASE["data"], "modalities": ["video", "audio", "depth", "thermal"]}})
     model = cfg.model_config_for_encoders()
