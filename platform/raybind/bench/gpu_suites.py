@@ -50,7 +50,8 @@ def forward_flops_per_sample(cfg: RayBindConfig, model, modality: str) -> float:
     return float(spatial + temporal)
 
 
-def _inputs(cfg: RayBindConfig, model, modality: str, batch: int, device: torch.device):
+def random_step_inputs(model, modality: str, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A tower input batch of the model's shapes and normalised text features, fixed by seed 0."""
     pre = model.tower_config(modality).preprocess
     g = torch.Generator().manual_seed(0)
     if modality == "video":
@@ -71,7 +72,7 @@ def tower_step_figures(cfg: RayBindConfig, steps: int, device: torch.device,
     optimizer = build_worker_optimizer(cfg, model, device)
     accum = cfg.train.grad_accum
     batch = cfg.train.batch_size * accum
-    inputs, text = _inputs(cfg, model, modality, batch, device)
+    inputs, text = random_step_inputs(model, modality, batch, device)
     dtype = torch.bfloat16 if device.type == "cuda" else None
 
     def step() -> None:
