@@ -162,6 +162,28 @@ def test_hf_text_tower_skips_padding_columns_without_changing_features():
     assert seen == [int(mask.sum(1).max())]   # the longest caption's length, not 77
 
 
+def test_open_clip_text_tower_runs_only_used_columns_with_the_full_contexts_features():
+    """CLIP's causal mask and end-of-text pooling make the trimmed run exact: the features equal open_clip's
+    own full-context `encode_text`, whichever captions share the batch."""
+    model = BindModel(languagebind_config("tiny", ["depth"]))   # the preset's open_clip text tower
+    tower = model.text
+    captions = ["a red circle", "a green square moving left with a deep pulsing tone"]
+    tokens = model.tokenizer()(captions)
+    longest = int((tokens != tower.PAD_TOKEN_ID).sum(1).max())
+    assert tower.trims and tokens.shape[1] == 77 and longest < 20
+    seen = []
+    hook = tower.clip.transformer.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape[1]))
+    with torch.no_grad():
+        batch = tower(tokens)
+        alone = torch.cat([tower(tokens[i:i + 1]) for i in range(len(captions))])
+    hook.remove()
+    with torch.no_grad():
+        full = tower.clip.encode_text(tokens)   # all 77 columns
+    torch.testing.assert_close(batch, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(alone, batch, atol=1e-5, rtol=1e-5)
+    assert seen[0] == longest   # the longest caption's length, not 77
+
+
 def test_hf_text_projection_is_frozen_and_deterministic():
     text = TextConfig(kind="hf", name="all-minilm-l6-v2", projection_dim=128)
     a = BindModel(languagebind_config("tiny", ["depth"], text=text))
