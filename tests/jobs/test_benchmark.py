@@ -58,10 +58,13 @@ def test_recipe_tower_step_runs_the_workers_model_and_counts_flops():
     assert forward_flops_per_sample(cfg, model, "video") == spatial + temporal
 
 
-def test_gpu_train_suite_run_fits_a_one_gpu_machine(tmp_path):
+def test_gpu_train_suite_run_fits_a_one_gpu_machine_and_caches_its_split(tmp_path):
     """The gpu_train suite's Ray Train run passes the resource check of the machine it is meant for (16
-    CPUs, one GPU): the recipes pin stages to cluster node roles, which such a machine lacks."""
-    from raybind.bench.gpu_suites import gpu_train_config
+    CPUs, one GPU: the recipes pin stages to cluster node roles, which such a machine lacks), and its split
+    fits data.cache_mb, so the timed passes read the object store instead of decoding again."""
+    from raybind.batch_format import training_columns
+    from raybind.bench.gpu_suites import GPU_TRAIN_BATCHES, gpu_train_config
+    from raybind.pipeline import decoded_row_bytes
     from raybind.plan import check_fits, is_local
 
     cfg = gpu_train_config(tmp_path, tmp_path / "clips.jsonl", steps=40)
@@ -69,3 +72,6 @@ def test_gpu_train_suite_run_fits_a_one_gpu_machine(tmp_path):
     check_fits(cfg, {"CPU": 16.0, "GPU": 1.0}, "a one-GPU machine")
     pool = cfg.data.synthesis
     assert cfg.train.gpus_per_worker + pool.actors * pool.num_gpus == 1.0   # worker and synthesis share it
+    rows = GPU_TRAIN_BATCHES * cfg.train.batch_size * cfg.train.grad_accum
+    assert rows * decoded_row_bytes(cfg, training_columns(cfg.data.modalities)) / 2**20 <= cfg.data.cache_mb
+    assert cfg.train.log_every >= GPU_TRAIN_BATCHES   # the first (decoding) pass ends in the untimed first half
