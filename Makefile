@@ -50,7 +50,7 @@ device-check:
 	nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 	PYTHONPATH=/tmp/raybind-site/site312 $(DEVICE_PYTHON) -c "import torch; assert torch.cuda.is_available(), \
 	  'torch sees no CUDA device: the gpu tests would only skip'; print('torch', torch.__version__)"
-	@export PYTHONPATH=/tmp/raybind-site/site312:$(CURDIR)/platform:$(CURDIR) HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1; \
+	@export PYTHONPATH=/tmp/raybind-site/site312:$$PWD/platform:$$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1; \
 	status=0; \
 	case " $(DEVICE_PARTS) " in *" test "*) \
 	  timeout $(DEVICE_TEST_S) $(DEVICE_PYTHON) -m pytest -m gpu tests/raybind/test_gpu.py -q -p no:cacheprovider \
