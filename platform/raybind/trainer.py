@@ -30,7 +30,7 @@ from raybind.console import ProgressPrinter
 from raybind.demo_data import generate
 from raybind.demo_synthesizers import fit_demo_synthesizers
 from raybind.errors import ResourceError, StorageError
-from raybind.pipeline import Stream, build_stream, check_counts, decoded_row_bytes, synthesis_settings
+from raybind.pipeline import Stream, build_stream, check_counts, decoded_split_mb, synthesis_settings
 from raybind.plan import check_fits, is_local, worker_resources
 from raybind.recipes import steps_per_stage
 from raybind.runtime import init_ray
@@ -136,6 +136,11 @@ def check_cluster(cfg: RayBindConfig) -> None:
         log.warning("%s; waiting for the autoscaler to add nodes", error)
 
 
+def worker_columns(cfg: RayBindConfig) -> list[str]:
+    """The columns a training worker reads in this run (and the decode cache holds)."""
+    return training_columns(cfg.data.modalities, cfg.data.caption_views is not None, cfg.video_takes_images())
+
+
 def prepare(cfg: RayBindConfig, run_uri: str | None = None) -> Prepared:
     """Storage probe, demo data, Ray, resource check, and the lazy streams (nothing decodes yet)."""
     run_uri = run_uri or storage.join(storage.absolute(cfg.storage), cfg.name)
@@ -143,7 +148,7 @@ def prepare(cfg: RayBindConfig, run_uri: str | None = None) -> Prepared:
     ensure_demo_data(cfg)
     init_ray(cfg)
     check_cluster(cfg)
-    columns = training_columns(cfg.data.modalities, cfg.data.caption_views is not None, cfg.video_takes_images())
+    columns = worker_columns(cfg)
     train = build_stream(cfg, cfg.data.train, storage.join(run_uri, "quarantine", "train"), shuffle=True,
                          columns=columns)
     cache_decoded_rows(cfg, train, columns)
@@ -157,7 +162,7 @@ def cache_decoded_rows(cfg: RayBindConfig, train: Stream, columns: list[str]) ->
     then reads the cached blocks in a fresh random order instead of restarting the decode stages."""
     if cfg.data.cache_mb is None:
         return
-    size_mb = train.rows_in * decoded_row_bytes(cfg, columns) / 2**20
+    size_mb = decoded_split_mb(cfg, train.rows_in, columns)
     if size_mb > cfg.data.cache_mb:
         log.info("training split (~%.0f MiB decoded) exceeds data.cache_mb=%d: streaming every pass",
                  size_mb, cfg.data.cache_mb)

@@ -62,16 +62,15 @@ def test_gpu_train_suite_run_fits_a_one_gpu_machine_and_caches_its_split(tmp_pat
     """The gpu_train suite's Ray Train run passes the resource check of the machine it is meant for (16
     CPUs, one GPU: the recipes pin stages to cluster node roles, which such a machine lacks), and its split
     fits data.cache_mb, so the timed passes read the object store instead of decoding again."""
-    from raybind.batch_format import training_columns
-    from raybind.bench.gpu_suites import GPU_TRAIN_BATCHES, gpu_train_config
-    from raybind.pipeline import decoded_row_bytes
+    from raybind.bench.gpu_suites import GPU_TRAIN_BATCHES, gpu_train_config, gpu_train_rows
+    from raybind.pipeline import decoded_split_mb
     from raybind.plan import check_fits, is_local
+    from raybind.trainer import worker_columns
 
     cfg = gpu_train_config(tmp_path, tmp_path / "clips.jsonl", steps=40)
     assert is_local(cfg) and cfg.ray.placement.data == cfg.ray.placement.train == {}
     check_fits(cfg, {"CPU": 16.0, "GPU": 1.0}, "a one-GPU machine")
     pool = cfg.data.synthesis
     assert cfg.train.gpus_per_worker + pool.actors * pool.num_gpus == 1.0   # worker and synthesis share it
-    rows = GPU_TRAIN_BATCHES * cfg.train.batch_size * cfg.train.grad_accum
-    assert rows * decoded_row_bytes(cfg, training_columns(cfg.data.modalities)) / 2**20 <= cfg.data.cache_mb
+    assert decoded_split_mb(cfg, gpu_train_rows(cfg), worker_columns(cfg)) <= cfg.data.cache_mb
     assert cfg.train.log_every >= GPU_TRAIN_BATCHES   # the first (decoding) pass ends in the untimed first half

@@ -142,6 +142,11 @@ def gpu_suite(steps: int = 10, peak_tflops: float | None = None) -> dict:
 GPU_TRAIN_BATCHES = 10   # the gpu_train split, in training batches: 40 steps pass over it four times
 
 
+def gpu_train_rows(cfg: RayBindConfig) -> int:
+    """Rows of the gpu_train split: GPU_TRAIN_BATCHES whole training batches of `cfg`."""
+    return GPU_TRAIN_BATCHES * cfg.train.batch_size * cfg.train.grad_accum
+
+
 def gpu_train_config(workdir: Path, manifest: Path, steps: int) -> RayBindConfig:
     """The depth recipe as the gpu_train suite runs it: one GPU shared by the training worker (0.5) and two
     synthesis actors (0.25 each; random glpn/munit, nothing downloaded), the decoded split cached in the
@@ -163,7 +168,7 @@ def gpu_train_suite(workdir: Path, steps: int = 40) -> dict:
     from raybind.trainer import pretrain
 
     cfg = recipe("depth")
-    rows = GPU_TRAIN_BATCHES * cfg.train.batch_size * cfg.train.grad_accum
+    rows = gpu_train_rows(cfg)
     clips = make_clips(workdir / "gpu-train-clips", {"360p": (640, 360)}, per_resolution=16, seconds=2.0)
     manifest = write_manifest(workdir / "gpu-train.jsonl", clips, rows)
     summary = pretrain(gpu_train_config(workdir, manifest, steps))
