@@ -53,10 +53,12 @@ def _set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torc
 def accumulate_gradients(tower: ModalityTower, micro_inputs: Sequence[MicroInput],
                          micro_text: Sequence[torch.Tensor], mode: str = "cached", forward: Forward | None = None,
                          no_sync: ContextFactory | None = None,
-                         autocast: ContextFactory = contextlib.nullcontext) -> float:
+                         autocast: ContextFactory = contextlib.nullcontext) -> torch.Tensor:
     """Backward of one step's loss over `micro_inputs` (tower inputs) and `micro_text` (frozen, normalised
-    text features); returns the step's loss. `forward` is the tower as the caller runs it (e.g. wrapped
-    in DDP; default: `tower`); `no_sync` (DDP's) skips gradient all-reduce on all but the last backward.
+    text features); returns the step's loss, detached and on the inputs' device: reading it (`float`) waits
+    for the GPU, so callers do that when they log, not every step. `forward` is the tower as the caller runs
+    it (e.g. wrapped in DDP; default: `tower`); `no_sync` (DDP's) skips gradient all-reduce on all but the
+    last backward.
     """
     if mode not in ACCUMULATION_MODES:
         raise ValueError(f"unknown accumulation mode {mode!r}; valid: {list(ACCUMULATION_MODES)}")
@@ -71,13 +73,13 @@ def accumulate_gradients(tower: ModalityTower, micro_inputs: Sequence[MicroInput
         return contextlib.nullcontext() if last or no_sync is None else no_sync()
 
     if mode == "plain" or count == 1:
-        total = 0.0
+        losses = []
         for index, (inputs, text) in enumerate(zip(micro_inputs, micro_text)):
             with sync_context(index), autocast():
                 loss = contrastive_loss(_features(forward, inputs), text, tower.logit_scale()) / count
             loss.backward()
-            total += float(loss.detach())
-        return total
+            losses.append(loss.detach())
+        return torch.stack(losses).sum()
 
     first = micro_inputs[0]
     device = (first[0] if isinstance(first, tuple) else first).device
@@ -88,7 +90,6 @@ def accumulate_gradients(tower: ModalityTower, micro_inputs: Sequence[MicroInput
             cached.append(_features(forward, inputs))
     after = _rng_state(device)
     text = torch.cat(list(micro_text))
-    loss_value = 0.0
     for index, inputs in enumerate(micro_inputs):
         _set_rng_state(states[index], device)  # the same masking draws as the cached forward
         last = index == count - 1
@@ -100,9 +101,8 @@ def accumulate_gradients(tower: ModalityTower, micro_inputs: Sequence[MicroInput
             scale = tower.logit_scale() if last else tower.logit_scale().detach()
             loss = contrastive_loss(features, text, scale)
         loss.backward()
-        loss_value = float(loss.detach())
     _set_rng_state(after, device)
-    return loss_value
+    return loss.detach()  # each micro-batch's loss is the whole batch's
 
 
 def apply_update(tower: ModalityTower, optimizer: torch.optim.Optimizer,
@@ -117,8 +117,9 @@ def apply_update(tower: ModalityTower, optimizer: torch.optim.Optimizer,
 
 def training_step(model: BindModel, modality: str, inputs: torch.Tensor, text_features: torch.Tensor,
                   optimizer: torch.optim.Optimizer, autocast_dtype: torch.dtype | None = None,
-                  micro_batches: int = 1, mode: str = "cached") -> float:
-    """One whole step without Ray (benchmarks, GPU checks): gradients over `micro_batches` slices, then the update."""
+                  micro_batches: int = 1, mode: str = "cached") -> torch.Tensor:
+    """One whole step without Ray (benchmarks, GPU checks): gradients over `micro_batches` slices, then the
+    update; returns the detached loss (see `accumulate_gradients`)."""
     device_type = inputs.device.type
 
     def autocast() -> contextlib.AbstractContextManager:

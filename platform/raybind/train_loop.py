@@ -54,14 +54,15 @@ class _Meter:
         self.reset()
 
     def reset(self) -> None:
-        self.loss: dict[str, list[float]] = defaultdict(list)
+        self.loss: dict[str, list[torch.Tensor]] = defaultdict(list)  # on the device: read at log time only
         self.samples = 0
         self.data_wait = 0.0
         self.started = time.perf_counter()
 
     def summary(self, world: int) -> dict[str, float]:
+        # losses first: reading them waits for the GPU, so the elapsed time covers every step's work
+        out = {M.tower_key(M.TRAIN_LOSS, m): float(torch.stack(v).mean()) for m, v in self.loss.items()}
         elapsed = max(1e-9, time.perf_counter() - self.started)
-        out = {M.tower_key(M.TRAIN_LOSS, m): sum(v) / len(v) for m, v in self.loss.items()}
         out[M.SAMPLES_PER_S] = self.samples * world / elapsed
         out[M.DATA_WAIT_FRAC] = self.data_wait / elapsed
         return out
@@ -78,12 +79,17 @@ class _Batches:
     def __init__(self, shard, batch_rows: int, device: torch.device, meter: _Meter) -> None:
         self.iterator: Iterator[dict[str, torch.Tensor]] = iter(shard.iter_torch_batches(
             batch_size=batch_rows, device=device, drop_last=False))
-        self.batch_rows, self.meter = batch_rows, meter
+        self.batch_rows, self.meter, self.device = batch_rows, meter, device
         self.rows_delivered = 0
         self.exhausted = False
         self.full_batches = 0
 
     def next(self) -> dict[str, torch.Tensor] | None:
+        if self.device.type == "cuda":
+            # Ray copies the next batch to the GPU in stream order, behind this step's kernels: without the
+            # sync, the wait below would count the GPU finishing the step as waiting for data. One sync per
+            # batch (steps themselves never sync: losses stay on the device until a log line).
+            torch.cuda.synchronize(self.device)
         start = time.perf_counter()
         batch = next(self.iterator, None)
         self.meter.data_wait += time.perf_counter() - start
@@ -203,7 +209,7 @@ def _report(cfg: RayBindConfig, rank: int, world: int, step: int, progress: dict
 
 
 def train_step(model: BindModel, tower, modality: str, batch: dict[str, torch.Tensor], text: torch.Tensor,
-               micro: int, accumulation: str, autocast) -> float:
+               micro: int, accumulation: str, autocast) -> torch.Tensor:
     """Gradients of one step of `modality` over this batch (split into micro-batches; DDP syncs on the last)."""
     inputs = tower_input(modality, batch[modality], model.tower_config(modality).preprocess, train=True,
                          frames=batch.get(FRAME_PICK))

@@ -45,9 +45,9 @@ def test_cached_accumulation_equals_one_batch_four_times_larger():
     model = _model("depth", mask_ratio=0.0)
     inputs, text = _inputs("depth", 8), _text(model, 8)
     tower = model.tower("depth")
-    big = accumulate_gradients(tower, [inputs], [text])
+    big = float(accumulate_gradients(tower, [inputs], [text]))
     big_grads = _grads(model)
-    accumulated = accumulate_gradients(tower, inputs.chunk(4), text.chunk(4), mode="cached")
+    accumulated = float(accumulate_gradients(tower, inputs.chunk(4), text.chunk(4), mode="cached"))
     _assert_same(_grads(model), big_grads)
     assert accumulated == pytest.approx(big, rel=1e-5)
     assert "log_logit_scale" in str(list(big_grads))  # the temperature's gradient is counted once, not 4 times
@@ -72,12 +72,12 @@ def test_plain_accumulation_keeps_each_micro_batch_on_its_own_negatives():
     model = _model("depth", mask_ratio=0.0)
     inputs, text = _inputs("depth", 8), _text(model, 8)
     tower = model.tower("depth")
-    plain = accumulate_gradients(tower, inputs.chunk(2), text.chunk(2), mode="plain")
+    plain = float(accumulate_gradients(tower, inputs.chunk(2), text.chunk(2), mode="plain"))
     plain_grads = _grads(model)
     halves = [float(contrastive_loss(F.normalize(tower(x).float(), dim=-1), t, tower.logit_scale()).detach())
               for x, t in zip(inputs.chunk(2), text.chunk(2))]
     assert plain == pytest.approx(sum(halves) / 2, rel=1e-5)
-    cached = accumulate_gradients(tower, inputs.chunk(2), text.chunk(2), mode="cached")
+    cached = float(accumulate_gradients(tower, inputs.chunk(2), text.chunk(2), mode="cached"))
     assert cached != pytest.approx(plain, rel=1e-3)  # 7 negatives per sample vs 3
     assert any(not torch.allclose(g, plain_grads[n]) for n, g in _grads(model).items())
 
@@ -153,5 +153,5 @@ def test_frozen_weights_in_bf16_train_under_bf16_autocast():
     optimizer = build_optimizer(parameter_groups(model.towers, {"video": 1e-2}))
     loss = training_step(model, "video", _inputs("video", 4), _text(model, 4), optimizer, torch.bfloat16,
                          micro_batches=2)
-    assert torch.isfinite(torch.tensor(loss))
+    assert torch.isfinite(loss)
     assert {p.dtype for p in tower.parameters() if p.requires_grad} == {torch.float32}
