@@ -44,6 +44,10 @@ def _print_plan(plan: dict) -> None:
     total = plan["resources"]["total"]
     print(f"asks the cluster for {total['CPU']:g} CPUs and {total['GPU']:g} GPUs; fits: {plan['fits']}",
           file=sys.stderr)
+    memory = plan["memory"]
+    device = f" of this GPU's {memory['gpu_gib']:g} GiB" if "gpu_gib" in memory else ""
+    print(f"memory per worker ({memory['layout']}): ~{memory['peak_gib']:g} GiB estimated peak, "
+          f"{memory['with_margin_gib']:g} GiB with margin{device}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> dict:

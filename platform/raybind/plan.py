@@ -12,6 +12,7 @@ from typing import Any
 
 from raybind.config import RayBindConfig
 from raybind.errors import ResourceError
+from raybind.memory_estimate import estimate_worker_memory
 from raybind.pipeline import synthesis_settings
 
 
@@ -74,13 +75,33 @@ def local_machine_resources(cfg: RayBindConfig) -> dict[str, float]:
     return {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())}
 
 
+def local_gpu_gib() -> float | None:
+    """Memory of this machine's first GPU, or None without one."""
+    import torch
+
+    return torch.cuda.get_device_properties(0).total_memory / 2 ** 30 if torch.cuda.is_available() else None
+
+
+def check_memory_fits(memory: dict[str, Any], gpu_gib: float, where: str) -> None:
+    """Raise `ResourceError` when a worker's estimated peak (`raybind.memory_estimate`) exceeds its GPU: the
+    estimate undercounts (see its margin), so such a run would stop with CUDA out of memory at its first step."""
+    if memory["peak_gib"] > gpu_gib:
+        towers = ", ".join(f"{m} {gib:g} GiB" for m, gib in memory["towers_peak_gib"].items())
+        raise ResourceError(
+            f"{where} cannot hold this config's training step: its estimated peak is {memory['peak_gib']:g} GiB "
+            f"per worker ({towers}), the GPU has {gpu_gib:.1f} GiB. Lower train.batch_size and raise "
+            "train.grad_accum (cached accumulation keeps every negative), or turn on "
+            "model.towers.<modality>.grad_checkpointing")
+
+
 def is_local(cfg: RayBindConfig) -> bool:
     """A run that starts its own Ray on this machine (no cluster address given or inherited)."""
     return cfg.ray.address is None and not os.environ.get("RAY_ADDRESS")
 
 
 def training_plan(cfg: RayBindConfig) -> dict[str, Any]:
-    """Towers, trainable parameters, batch layout and resources: the `--dry-run` summary."""
+    """Towers, trainable parameters, batch layout, resources and each worker's estimated peak memory: the
+    `--dry-run` summary."""
     from encoders.model import parameter_counts
 
     counts = parameter_counts(cfg.model_config_for_encoders())
@@ -106,4 +127,9 @@ def training_plan(cfg: RayBindConfig) -> dict[str, Any]:
         plan["fits"] = True
     else:
         plan["fits"] = "decided by the cluster (its autoscaler may add nodes)"
+    plan["memory"] = estimate_worker_memory(cfg)
+    gpu_gib = local_gpu_gib() if is_local(cfg) and cfg.train.use_gpu else None
+    if gpu_gib is not None:
+        plan["memory"]["gpu_gib"] = round(gpu_gib, 1)
+        check_memory_fits(plan["memory"], gpu_gib, "this machine's GPU")
     return plan

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from encoders.step import accumulate_gradients
-from raybind.bench.gpu_suites import RECIPES, random_step_inputs, recipe, tower_step_figures
-from raybind.worker_model import autocast_for, build_model
+from raybind.bench.gpu_suites import RECIPES, recipe, tower_step_figures
+from raybind.memory_estimate import estimate_worker_memory
+from raybind.worker_model import autocast_for, build_model, random_step_inputs
 
 pytestmark = [pytest.mark.gpu, pytest.mark.timeout(900)]
 CUDA = torch.device("cuda")
@@ -50,5 +51,9 @@ def test_compiled_step_equals_eager_within_bf16_tolerance(modality):
 def test_each_l14_recipe_fits_one_80gb_gpu_with_its_configured_batch(modality):
     # eager: compiling four L/14 towers would cost minutes of device time, and compiled blocks save no more
     # for backward than eager ones (the gpu benchmark suite reports the compiled step's peak too)
-    figures = tower_step_figures(recipe(modality, ["train.compile=off"]), steps=1, device=CUDA)
+    cfg = recipe(modality, ["train.compile=off"])
+    figures = tower_step_figures(cfg, steps=1, device=CUDA)
     assert figures["peak_memory_gib"] < 78, figures
+    # the CPU's estimate (what `--dry-run` prints) holds on the device: within its margin, not far below
+    estimate = estimate_worker_memory(cfg)
+    assert 0.85 * estimate["peak_gib"] <= figures["peak_memory_gib"] <= estimate["with_margin_gib"], (figures, estimate)

@@ -19,12 +19,11 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from encoders.masking import num_kept
 from encoders.step import training_step
 from raybind.config import RayBindConfig, load_config
-from raybind.worker_model import build_model, build_worker_optimizer
+from raybind.worker_model import build_model, build_worker_optimizer, random_step_inputs
 
 RECIPES = {m: f"configs/languagebind_{m}_l14.yaml" for m in ("video", "audio", "depth", "thermal")}
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -50,20 +49,6 @@ def forward_flops_per_sample(cfg: RayBindConfig, model, modality: str) -> float:
     if modality == "video" and backbone.blocks[0].temporal_attn is not None:
         temporal = layers * (8 * frames * tokens * width ** 2 + 4 * frames ** 2 * tokens * width)
     return float(spatial + temporal)
-
-
-def random_step_inputs(model, modality: str, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A tower input batch of the model's shapes and normalised text features, fixed by seed 0."""
-    pre = model.tower_config(modality).preprocess
-    g = torch.Generator().manual_seed(0)
-    if modality == "video":
-        shape = (batch, pre.num_frames, 3, pre.image_size, pre.image_size)
-    elif modality == "audio":
-        shape = (batch, 3, pre.mel_bins, pre.target_length)
-    else:
-        shape = (batch, 3, pre.image_size, pre.image_size)
-    text = F.normalize(torch.randn(batch, model.embed_dim, generator=g), dim=-1)
-    return torch.randn(shape, generator=g).to(device), text.to(device)
 
 
 def tower_step_figures(cfg: RayBindConfig, steps: int, device: torch.device,

@@ -1,0 +1,132 @@
+"""A training worker's peak accelerator memory, estimated on any machine in seconds (no GPU needed).
+
+The worker's model, optimizer and training step run under `FakeTensorMode`: every op computes shapes and
+dtypes, never data, so a ViT-L/14 step costs seconds of CPU and no memory. A dispatch mode counts the bytes
+of every live tensor storage and keeps the peak: weights, LoRA adapters, gradients, AdamW states and each
+activation autograd saves, exactly as the step holds them (accumulation mode, masking, activation
+checkpointing included). The GPU layout is rebuilt on the CPU: frozen weights in bf16, bf16 autocast.
+
+What the CPU cannot show (CUDA's kernel workspaces, the caching allocator's block rounding, which attention
+kernel runs) is `ALLOCATOR_MARGIN`, calibrated on a measurement: the L/14 video tower with 16 clips
+allocated ~27 GiB on an H100 where this estimates 24.9 GiB, and with 64 clips ran out of 80 GB where this
+estimates 97 GiB (DESIGN.md). The language tower's forward (no gradients, freed within the step) and the
+raw input batch are not counted; both are small beside a tower's activations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import warnings
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.weak import WeakIdKeyDictionary
+
+from encoders import BindModel
+from encoders.step import training_step
+from raybind.config import RayBindConfig
+from raybind.worker_model import apply_worker_layout, build_worker_optimizer, random_step_inputs
+
+ALLOCATOR_MARGIN = 1.15  # measured 27 / estimated 24.9 = 1.08, rounded up
+GIB = 2 ** 30
+
+
+class LiveStorageBytes(TorchDispatchMode):
+    """Bytes of the tensor storages alive now, and the most alive at once, counted after every op.
+
+    A storage is counted once however many views share it, and uncounted when Python frees it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._counted: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+    def count(self, tensor: torch.Tensor) -> None:
+        storage = tensor.untyped_storage()
+        if storage in self._counted:
+            return
+        size = storage.nbytes()
+        self._counted[storage] = size
+        weakref.finalize(storage, self._release, size)
+        self.live += size
+        self.peak = max(self.peak, self.live)
+
+    def _release(self, size: int) -> None:
+        self.live -= size
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for leaf in tree_leaves(out):
+            if isinstance(leaf, torch.Tensor):
+                self.count(leaf)
+        return out
+
+
+@contextlib.contextmanager
+def _fake_tensors() -> Iterator[FakeTensorMode]:
+    """FakeTensorMode that survives `copy.deepcopy` (each tower copies the shared open_clip ViT): a copied
+    fake tensor would otherwise carry a copy of the mode, and ops never mix two modes. Real tensors may
+    enter (a Hugging Face language tower's loaded weights): they are counted at their real size."""
+    mode = FakeTensorMode(allow_non_fake_inputs=True)  # a Hugging Face language tower loads real weights
+    had_own = "__deepcopy__" in vars(FakeTensorMode)
+    original = vars(FakeTensorMode).get("__deepcopy__")
+    FakeTensorMode.__deepcopy__ = lambda self, memo: self  # a mode is a context, not data
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*data pointer of FakeTensor.*")
+            with mode:
+                yield mode
+    finally:
+        if had_own:
+            FakeTensorMode.__deepcopy__ = original
+        else:
+            del FakeTensorMode.__deepcopy__
+
+
+def _make_optimizer_states(optimizer: torch.optim.Optimizer) -> None:
+    """AdamW's moments for every trained parameter, as a worker holds them from its second step on (an
+    update with zero gradients makes them)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for param in params:
+        param.grad = torch.zeros_like(param)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def estimate_worker_memory(cfg: RayBindConfig, gpu: bool | None = None) -> dict[str, Any]:
+    """Peak memory of one training worker running `cfg`: every tower's step at the per-worker batch and
+    accumulation, with AdamW's states in place. `gpu` (default `train.use_gpu`) picks the
+    layout: bf16 frozen weights and autocast, or the CPU's fp32."""
+    gpu = cfg.train.use_gpu if gpu is None else gpu
+    device = torch.device("cpu")  # fake tensors on the CPU; the GPU's dtypes come from the layout and autocast
+    accum = cfg.train.grad_accum
+    rows = cfg.train.batch_size * accum
+    towers: dict[str, int] = {}
+    with _fake_tensors():  # random weights: their values change no byte (nothing is downloaded or read)
+        model = BindModel(dataclasses.replace(cfg.model_config_for_encoders(), pretrained=None))
+        apply_worker_layout(model, cfg, gpu=gpu)
+        optimizer = build_worker_optimizer(cfg, model, device, fused=True)
+        counter = LiveStorageBytes()
+        for tensor in [*model.parameters(), *model.buffers()]:
+            counter.count(tensor)
+        weights = counter.live
+        with counter:
+            _make_optimizer_states(optimizer)
+            for modality in model.modalities:
+                inputs, text = random_step_inputs(model, modality, rows, device)
+                counter.peak = counter.live
+                training_step(model, modality, inputs, text, optimizer, torch.bfloat16 if gpu else None,
+                              micro_batches=accum, mode=cfg.train.accumulation)
+                towers[modality] = counter.peak
+                del inputs, text
+    peak = max(towers.values())
+    return {"layout": "gpu bf16" if gpu else "cpu fp32", "weights_gib": round(weights / GIB, 2),
+            "towers_peak_gib": {m: round(v / GIB, 2) for m, v in towers.items()}, "peak_gib": round(peak / GIB, 2),
+            "with_margin_gib": round(peak * ALLOCATOR_MARGIN / GIB, 2), "peak_bytes": peak}
