@@ -74,3 +74,16 @@ def test_gpu_train_suite_run_fits_a_one_gpu_machine_and_caches_its_split(tmp_pat
     assert cfg.train.gpus_per_worker + pool.actors * pool.num_gpus == 1.0   # worker and synthesis share it
     assert decoded_split_mb(cfg, gpu_train_rows(cfg), worker_columns(cfg)) <= cfg.data.cache_mb
     assert cfg.train.log_every >= GPU_TRAIN_BATCHES   # the first (decoding) pass ends in the untimed first half
+
+
+def test_the_table_judges_nested_goals_and_says_which_figures_were_not_measured():
+    from jobs.benchmark import _table
+
+    towers = {"video": {"mfu": 0.41, "peak_memory_gib": 16.0}, "audio": {"mfu": 0.3, "peak_memory_gib": 7.5},
+              "depth": {"peak_memory_gib": 90.0}}
+    rows = {line.split(" | ")[1]: line for line in _table({"gpu": {"towers": towers}}).splitlines()[2:]}
+    assert rows["towers.video.mfu"].endswith("| 0.41 | >= 0.35 | yes |")
+    assert rows["towers.audio.mfu"].endswith("| 0.3 | >= 0.45 | NO |")
+    assert rows["towers.depth.mfu"].endswith("| not measured | >= 0.45 | |")
+    assert rows["towers.depth.peak_memory_gib"].endswith("| 90.0 | <= 80 | NO |")
+    assert rows["towers.video.peak_memory_gib"].endswith("| 16.0 | <= 80 | yes |")

@@ -23,6 +23,7 @@ import torch
 from encoders.masking import num_kept
 from encoders.step import training_step
 from raybind.config import RayBindConfig, load_config
+from raybind.memory_estimate import estimate_worker_memory
 from raybind.worker_model import build_model, build_worker_optimizer, random_step_inputs
 
 RECIPES = {m: f"configs/languagebind_{m}_l14.yaml" for m in ("video", "audio", "depth", "thermal")}
@@ -118,7 +119,9 @@ def gpu_suite(steps: int = 10, peak_tflops: float | None = None) -> dict:
     peak = peak_tflops or _peak_tflops(name)
     towers = {}
     for modality in RECIPES:
-        towers[modality] = tower_step_figures(recipe(modality), steps, device, peak)
+        cfg = recipe(modality)
+        towers[modality] = {**tower_step_figures(cfg, steps, device, peak),
+                            "estimated_peak_gib": estimate_worker_memory(cfg)["peak_gib"]}  # what --dry-run says
         torch.cuda.empty_cache()
     return {"device": name, "peak_tflops": peak, "towers": towers,
             "depth_frames_per_s": _depth_synthesis_frames_per_s(device)}
