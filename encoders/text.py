@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from encoders.config import TextConfig
+from encoders.hf import quiet_progress
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,8 @@ class HFTextTower(nn.Module):
         from transformers import AutoModel
 
         path = resolve_text_model(name_or_path)
-        self.encoder = AutoModel.from_pretrained(path)
+        with quiet_progress():
+            self.encoder = AutoModel.from_pretrained(path)
         self.pad_token_id = int(self.encoder.config.pad_token_id or 0)
         hidden = int(self.encoder.config.hidden_size)
         if projection_dim is None or projection_dim == hidden:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from encoders.hf import quiet_progress
 from encoders.synthesis.batching import run_batch_invariant
 
 
@@ -22,8 +23,9 @@ class DepthSynthesizer:
 
         self.device = torch.device(device)
         self.dtype = dtype
-        self.model = AutoModelForDepthEstimation.from_pretrained(model_name_or_path).to(self.device, dtype).eval()
-        self.processor = AutoImageProcessor.from_pretrained(model_name_or_path)
+        with quiet_progress():
+            self.model = AutoModelForDepthEstimation.from_pretrained(model_name_or_path).to(self.device, dtype).eval()
+            self.processor = AutoImageProcessor.from_pretrained(model_name_or_path)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, processor, device: str | torch.device = "cpu") -> "DepthSynthesizer":

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from encoders.hf import quiet_progress
 from raybind.demo_data import BACKGROUND_DEPTH_M, random_specs, render_scene
 
 log = logging.getLogger(__name__)
@@ -85,16 +86,9 @@ def fit_depth(rgb: np.ndarray, depth: np.ndarray, folder: Path, steps: int, seed
         return _balanced_squared_error(predicted[:, 0], target[index], target[index] < BACKGROUND_DEPTH_M - 0.5)
 
     final = _fit(model, loss_of, len(rgb), steps, 1e-2, seed)
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()   # a one-file save: its progress bar would only clutter the console
-    try:
+    with quiet_progress():
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
-    finally:
-        if bars:   # as the caller had it: bars a user turned off stay off
-            hf_logging.enable_progress_bar()
     return final
 
 

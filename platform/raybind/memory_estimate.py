@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -90,6 +91,18 @@ def _fake_tensors() -> Iterator[FakeTensorMode]:
             del FakeTensorMode.__deepcopy__
 
 
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """The estimate's model is a stand-in: its build should not log what the real build already did."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _make_optimizer_states(optimizer: torch.optim.Optimizer) -> None:
     """AdamW's moments for every trained parameter, as a worker holds them from its second step on (an
     update with zero gradients makes them)."""
@@ -109,7 +122,7 @@ def estimate_worker_memory(cfg: RayBindConfig, gpu: bool | None = None) -> dict[
     accum = cfg.train.grad_accum
     rows = cfg.train.batch_size * accum
     towers: dict[str, int] = {}
-    with _fake_tensors():  # random weights: their values change no byte (nothing is downloaded or read)
+    with _fake_tensors(), _quiet("encoders"):  # random weights: their values change no byte
         model = BindModel(dataclasses.replace(cfg.model_config_for_encoders(), pretrained=None))
         apply_worker_layout(model, cfg, gpu=gpu)
         optimizer = build_worker_optimizer(cfg, model, device, fused=True)

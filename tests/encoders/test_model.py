@@ -201,3 +201,14 @@ def test_vit_l14_trainable_fractions_are_lora_sized():
         print(f"vit-l-14 {modality}: {row['trainable_percent']:.3f}% trainable")
         assert 0 < row["trainable_percent"] < limit
         del model
+
+
+def test_hf_language_tower_loads_without_a_progress_bar_and_leaves_bars_as_they_were(capfd):
+    from transformers.utils import logging as hf_logging
+
+    from encoders.text import HFTextTower
+
+    assert hf_logging.is_progress_bar_enabled()
+    HFTextTower("all-minilm-l6-v2")
+    assert "Loading weights" not in capfd.readouterr().err   # transformers draws one per load otherwise
+    assert hf_logging.is_progress_bar_enabled()
