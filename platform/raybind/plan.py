@@ -12,7 +12,6 @@ from typing import Any
 
 from raybind.config import RayBindConfig
 from raybind.errors import ResourceError
-from raybind.memory_estimate import estimate_worker_memory
 from raybind.pipeline import synthesis_settings
 
 
@@ -103,6 +102,7 @@ def training_plan(cfg: RayBindConfig) -> dict[str, Any]:
     """Towers, trainable parameters, batch layout, resources and each worker's estimated peak memory: the
     `--dry-run` summary."""
     from encoders.model import parameter_counts
+    from raybind.memory_estimate import estimate_worker_memory
 
     counts = parameter_counts(cfg.model_config_for_encoders())
     micro, accum, workers = cfg.train.batch_size, cfg.train.grad_accum, cfg.train.num_workers
