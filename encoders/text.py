@@ -82,11 +82,14 @@ class HFTextTower(nn.Module):
 
     def __init__(self, name_or_path: str, projection_dim: int | None = None, seed: int = 0) -> None:
         super().__init__()
-        from transformers import AutoModel
+        from transformers import AutoConfig, AutoModel
 
         path = resolve_text_model(name_or_path)
-        with quiet_progress():
-            self.encoder = AutoModel.from_pretrained(path)
+        if torch.empty(0).device.type == "meta":  # built for shapes only (a memory estimate): nothing to load
+            self.encoder = AutoModel.from_config(AutoConfig.from_pretrained(path))
+        else:
+            with quiet_progress():
+                self.encoder = AutoModel.from_pretrained(path)
         self.pad_token_id = int(self.encoder.config.pad_token_id or 0)
         hidden = int(self.encoder.config.hidden_size)
         if projection_dim is None or projection_dim == hidden:

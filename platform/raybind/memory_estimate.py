@@ -1,7 +1,8 @@
 """A training worker's peak accelerator memory, estimated on any machine in seconds (no GPU needed).
 
-The worker's model, optimizer and training step run under `FakeTensorMode`: every op computes shapes and
-dtypes, never data, so a ViT-L/14 step costs seconds of CPU and no memory. A dispatch mode counts the bytes
+The worker's model is built on the meta device (no weights: their values change no byte), then its
+optimizer and training step run under `FakeTensorMode`: every op computes shapes and dtypes, never data,
+so a ViT-L/14 step costs seconds of CPU and no memory. A dispatch mode counts the bytes
 of every live tensor storage and keeps the peak: weights, LoRA adapters, gradients, AdamW states and each
 activation autograd saves, exactly as the step holds them (accumulation mode, masking, activation
 checkpointing included). The GPU layout is rebuilt on the CPU: frozen weights in bf16, bf16 autocast.
@@ -18,12 +19,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import warnings
 import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import torch
+from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -70,25 +71,23 @@ class LiveStorageBytes(TorchDispatchMode):
         return out
 
 
-@contextlib.contextmanager
-def _fake_tensors() -> Iterator[FakeTensorMode]:
-    """FakeTensorMode that survives `copy.deepcopy` (each tower copies the shared open_clip ViT): a copied
-    fake tensor would otherwise carry a copy of the mode, and ops never mix two modes. Real tensors may
-    enter (a Hugging Face language tower's loaded weights): they are counted at their real size."""
-    mode = FakeTensorMode(allow_non_fake_inputs=True)  # a Hugging Face language tower loads real weights
-    had_own = "__deepcopy__" in vars(FakeTensorMode)
-    original = vars(FakeTensorMode).get("__deepcopy__")
-    FakeTensorMode.__deepcopy__ = lambda self, memo: self  # a mode is a context, not data
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*data pointer of FakeTensor.*")
-            with mode:
-                yield mode
-    finally:
-        if had_own:
-            FakeTensorMode.__deepcopy__ = original
-        else:
-            del FakeTensorMode.__deepcopy__
+def _fake_parameters(model: nn.Module) -> None:
+    """Give every parameter and buffer of `model` (built on the meta device) a fake CPU tensor of its shape,
+    dtype and trainability, in place, ties kept. Building on meta and swapping the tensors in by hand,
+    rather than building under the fake mode, keeps module methods off fake parameters: `Module.to` has to
+    swap those, which torch 2.11 refuses while the fake mode holds a reference to them."""
+    fakes: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        for name, param in module._parameters.items():
+            if param is not None:
+                if id(param) not in fakes:
+                    fake = torch.empty(param.shape, dtype=param.dtype, device="cpu")
+                    fakes[id(param)] = nn.Parameter(fake, requires_grad=param.requires_grad)
+                module._parameters[name] = fakes[id(param)]
+        for name, buffer in module._buffers.items():
+            if buffer is not None:
+                fakes.setdefault(id(buffer), torch.empty(buffer.shape, dtype=buffer.dtype, device="cpu"))
+                module._buffers[name] = fakes[id(buffer)]
 
 
 @contextlib.contextmanager
@@ -122,8 +121,10 @@ def estimate_worker_memory(cfg: RayBindConfig, gpu: bool | None = None) -> dict[
     accum = cfg.train.grad_accum
     rows = cfg.train.batch_size * accum
     towers: dict[str, int] = {}
-    with _fake_tensors(), _quiet("encoders"):  # random weights: their values change no byte
+    with _quiet("encoders"), torch.device("meta"):
         model = BindModel(dataclasses.replace(cfg.model_config_for_encoders(), pretrained=None))
+    with FakeTensorMode():
+        _fake_parameters(model)
         apply_worker_layout(model, cfg, gpu=gpu)
         optimizer = build_worker_optimizer(cfg, model, device, fused=True)
         counter = LiveStorageBytes()
