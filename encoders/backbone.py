@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from encoders.meta import building_on_meta
 from encoders.presets import Preset
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,9 @@ def build_clip(preset: Preset, pretrained: str | None, embed_dim: int | None, se
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if pretrained is None:
-            log.info("preset %s: no pretrained weights given, towers are randomly initialised (seed %d)",
-                     preset.name, seed)
+            if not building_on_meta():
+                log.info("preset %s: no pretrained weights given, towers are randomly initialised (seed %d)",
+                         preset.name, seed)
             model = CLIP(**config)
         elif _looks_like_path(pretrained):
             path = Path(pretrained).expanduser()

@@ -17,6 +17,7 @@ from torch import nn
 
 from encoders.config import TextConfig
 from encoders.hf import quiet_progress
+from encoders.meta import building_on_meta
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class HFTextTower(nn.Module):
         from transformers import AutoConfig, AutoModel
 
         path = resolve_text_model(name_or_path)
-        if torch.empty(0).device.type == "meta":  # built for shapes only (a memory estimate): nothing to load
+        if building_on_meta():  # nothing to load: the config gives the shapes
             self.encoder = AutoModel.from_config(AutoConfig.from_pretrained(path))
         else:
             with quiet_progress():
@@ -151,7 +152,8 @@ def build_text_tower(config: TextConfig, clip: nn.Module | None, seed: int = 0) 
         tower: nn.Module = OpenClipTextTower(clip)
     else:
         tower = HFTextTower(config.name, config.projection_dim, seed=seed)
-        log.info("language tower: %s (%d-d)", config.name, tower.output_dim)
+        if not building_on_meta():
+            log.info("language tower: %s (%d-d)", config.name, tower.output_dim)
     tower.requires_grad_(False)
     tower.eval()
     return tower

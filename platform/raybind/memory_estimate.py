@@ -16,11 +16,8 @@ raw input batch are not counted; both are small beside a tower's activations.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -90,18 +87,6 @@ def _fake_parameters(model: nn.Module) -> None:
                 module._buffers[name] = fakes[id(buffer)]
 
 
-@contextlib.contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    """The estimate's model is a stand-in: its build should not log what the real build already did."""
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _make_optimizer_states(optimizer: torch.optim.Optimizer) -> None:
     """AdamW's moments for every trained parameter, as a worker holds them from its second step on (an
     update with zero gradients makes them)."""
@@ -121,7 +106,7 @@ def estimate_worker_memory(cfg: RayBindConfig, gpu: bool | None = None) -> dict[
     accum = cfg.train.grad_accum
     rows = cfg.train.batch_size * accum
     towers: dict[str, int] = {}
-    with _quiet("encoders"), torch.device("meta"):
+    with torch.device("meta"):
         model = BindModel(dataclasses.replace(cfg.model_config_for_encoders(), pretrained=None))
     with FakeTensorMode():
         _fake_parameters(model)
