@@ -146,7 +146,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     micro, accum = cfg.train.batch_size, cfg.train.grad_accum
     meter = _Meter()
-    latest_val: dict[str, Any] = dict(progress["val_before"])  # every report carries the newest validation
+    # every report carries the newest validation; a resumed run starts from the one its checkpoint holds
+    latest_val: dict[str, Any] = dict(progress.get("val_latest") or progress["val_before"])
     step = progress["step"]
     reported = False
     stages = cfg.train.stages
@@ -175,6 +176,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             final = step == cfg.train.steps
             if rank == 0 and (final or (cfg.train.val_every and step % cfg.train.val_every == 0)):
                 latest_val, progress["val_step"] = validate(), step
+                progress["val_latest"] = latest_val
                 if final:
                     progress["val_after"] = latest_val
             if step % cfg.train.log_every == 0 or final:

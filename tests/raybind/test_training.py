@@ -104,6 +104,27 @@ def test_training_to_s3_checkpoints_adapters_and_counts(ray_cluster, demo, s3_bu
     kept = {k.split("/")[2] for k in keys if k.split("/")[2].startswith("checkpoint_") and k.count("/") > 2}
     assert len(kept) == 2 and newest in kept  # keep_checkpoints=2: the step-5 checkpoint was deleted
 
+    # a finished run, run again, reports its final state: the validation taken at its last step
+    reports = tmp_path / "reports.jsonl"
+    again = pretrain(_cfg(demo, f"s3://{bucket}/runs{query}", "s3run", steps=14, checkpoint_every=7),
+                     callbacks=[RecordReports(reports)])
+    (last,) = [json.loads(line) for line in reports.read_text().splitlines()]
+    assert again["steps"] == last["step"] == last["val_step"] == 14 and last["resumed_from"] == [10, 14]
+    for modality in ("video", "audio"):   # not the validation before training (what was reported)
+        assert last[f"val_r1/{modality}"] == last[f"val_r1_after/{modality}"]
+        assert last[f"val_loss/{modality}"] == last[f"val_loss_after/{modality}"] != last[f"val_loss_before/{modality}"]
+
+
+class RecordReports(UserCallback):
+    """Runs on the Ray Train controller (another process): appends every report's metrics (rank 0's) to a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def after_report(self, run_context, metrics, checkpoint):
+        with self.path.open("a") as out:
+            out.write(json.dumps(metrics[0]) + "\n")
+
 
 class KillWorkersAfterFirstCheckpoint(UserCallback):
     """Runs on the Ray Train controller: once the first checkpoint is persisted, SIGKILL the worker processes."""
