@@ -94,10 +94,10 @@ def decoded_row_bytes(cfg: RayBindConfig, columns: list[str] | None = None) -> i
                if columns is None or name in columns)
 
 
-
 def decoded_split_mb(cfg: RayBindConfig, rows: int, columns: list[str]) -> float:
     """MiB that `rows` decoded training rows occupy in the object store: what `data.cache_mb` is compared with."""
     return rows * decoded_row_bytes(cfg, columns) / 2**20
+
 
 def _needed_columns(cfg: RayBindConfig) -> list[str]:
     needed = []

@@ -22,11 +22,12 @@ import torch
 
 from encoders.masking import num_kept
 from encoders.step import training_step
+from raybind.bench import GPU_RECIPE_MODALITIES
 from raybind.config import RayBindConfig, load_config
 from raybind.memory_estimate import estimate_worker_memory
 from raybind.worker_model import build_model, build_worker_optimizer, random_step_inputs
 
-RECIPES = {m: f"configs/languagebind_{m}_l14.yaml" for m in ("video", "audio", "depth", "thermal")}
+RECIPES = {m: f"configs/languagebind_{m}_l14.yaml" for m in GPU_RECIPE_MODALITIES}
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
