@@ -11,7 +11,7 @@ from importlib import import_module
 from typing import Any
 
 from encoders.config import LoraSettings, ModelConfig, PreprocessConfig, TextConfig, TowerConfig
-from encoders.constants import MODALITIES
+from encoders.modalities import MODALITIES
 from encoders.presets import available_presets, get_preset
 
 _LAZY = {"load_model": "encoders.checkpoint", "save_model": "encoders.checkpoint",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from encoders import constants as C
+from encoders.modalities import modality as modality_spec
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,7 @@ class TowerConfig:
     learn_temperature: bool = field(default=True, compare=False)            # False: fixed at `temperature`
 
     def __post_init__(self) -> None:
-        if self.modality not in C.MODALITIES:
-            raise ValueError(f"unknown modality {self.modality!r}; valid: {list(C.MODALITIES)}")
+        modality_spec(self.modality)  # raises for an unknown name, listing the valid ones
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"{self.modality}.mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if self.temperature <= 0:
@@ -87,12 +87,11 @@ class TowerConfig:
     @classmethod
     def languagebind(cls, modality: str, preprocess: PreprocessConfig | None = None) -> "TowerConfig":
         """The paper's recipe for a modality (mask ratio, LoRA rank, alpha 16, dropout 0)."""
-        if modality not in C.MODALITIES:
-            raise ValueError(f"unknown modality {modality!r}; valid: {list(C.MODALITIES)}")
+        spec = modality_spec(modality)
         return cls(
             modality=modality,
-            mask_ratio=C.MASK_RATIO[modality],
-            lora=LoraSettings(r=C.LORA_RANK[modality], alpha=C.LORA_ALPHA, dropout=0.0),
+            mask_ratio=spec.mask_ratio,
+            lora=LoraSettings(r=spec.lora_rank, alpha=C.LORA_ALPHA, dropout=0.0),
             preprocess=preprocess or PreprocessConfig(),
         )
 

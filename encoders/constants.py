@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-MODALITIES: tuple[str, ...] = ("image", "video", "audio", "depth", "thermal")
-
 # CLIP image statistics (OpenAI CLIP), used for every image-like modality (image, video, depth, thermal).
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -30,11 +28,8 @@ TEMPERATURE_INIT = 0.07  # CLIP / LanguageBind initial temperature (--init-temp)
 LOGIT_SCALE_INIT = math.log(1 / TEMPERATURE_INIT)
 LOGIT_SCALE_MAX = math.log(100.0)
 
-# Per-modality LanguageBind recipe: token mask ratio, LoRA rank, learning rate.
-MASK_RATIO = {"image": 0.0, "video": 0.3, "audio": 0.1, "depth": 0.5, "thermal": 0.5}
-LORA_RANK = {"image": 16, "video": 16, "audio": 16, "depth": 2, "thermal": 2}
+# LoRA alpha of every LanguageBind tower (per-modality rank, mask ratio and learning rate: encoders.modalities).
 LORA_ALPHA = 16
-LEARNING_RATE = {"image": 1e-4, "video": 1e-4, "audio": 1e-3, "depth": 5e-4, "thermal": 1e-4}
 
 # AdamW as in LanguageBind / open_clip.
 ADAM_BETAS: tuple[float, float] = (0.9, 0.98)

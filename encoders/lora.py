@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from encoders.config import TowerConfig
+from encoders.modalities import modality as modality_spec
 from encoders.towers import ModalityTower
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -34,7 +35,7 @@ def lora_config(tower: TowerConfig) -> LoraConfig:
     """q/k/v/out adapters; video with temporal attention adapts only the temporal attention."""
     if tower.lora is None:
         raise ValueError(f"{tower.modality} tower has no LoRA settings (full fine-tuning)")
-    temporal = tower.modality == "video" and tower.temporal == "attention"
+    temporal = modality_spec(tower.modality).temporal and tower.temporal == "attention"
     return LoraConfig(
         r=tower.lora.r,
         lora_alpha=tower.lora.alpha,

@@ -10,8 +10,8 @@ from torch import nn
 
 from encoders.backbone import build_clip
 from encoders.config import ModelConfig, TowerConfig
-from encoders.constants import MODALITIES
 from encoders.lora import prepare_tower
+from encoders.modalities import MODALITIES
 from encoders.presets import get_preset
 from encoders.text import Tokenizer, build_text_tower
 from encoders.towers import ModalityTower

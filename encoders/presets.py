@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from encoders.config import PreprocessConfig
+from encoders.modalities import modality as modality_spec
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,8 @@ class Preset:
     def preprocess(self, modality: str) -> PreprocessConfig:
         """Preprocessing defaults of this preset for one modality."""
         base = PreprocessConfig(image_size=self.image_size)
-        return replace(base, **self.audio_overrides) if modality == "audio" else base
+        spectrogram = modality_spec(modality).tower_input == "spectrogram"
+        return replace(base, **self.audio_overrides) if spectrogram else base
 
 
 def _open_clip_config(name: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The one place a contrastive training step lives: gradients over micro-batches, then the update.
 
-The Ray Train loop (`raybind.train_loop`), the benchmarks and the GPU checks all call these, so what is
+The Ray Train loop (`raybind.train.loop`), the benchmarks and the GPU checks all call these, so what is
 timed is what trains.
 
 Two ways to accumulate gradients over N micro-batches of one step:

@@ -15,6 +15,7 @@ from encoders import constants as C
 from encoders.attention import SplitAttention
 from encoders.config import TowerConfig
 from encoders.masking import gather_tokens, random_keep_indices
+from encoders.modalities import modality as modality_spec
 
 
 class TowerBlock(nn.Module):
@@ -139,11 +140,12 @@ class ModalityTower(nn.Module):
         super().__init__()
         self.config = config
         pre = config.preprocess
-        if config.modality == "audio":
+        self.spec = modality_spec(config.modality)
+        if self.spec.tower_input == "spectrogram":
             input_hw = (pre.mel_bins, pre.target_length)
         else:
             input_hw = (pre.image_size, pre.image_size)
-        temporal = pre.num_frames if config.modality == "video" and config.temporal == "attention" else 0
+        temporal = pre.num_frames if self.spec.temporal and config.temporal == "attention" else 0
         self.backbone = VisionBackbone(copy.deepcopy(visual), input_hw, temporal_frames=temporal)
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)))
 
@@ -154,7 +156,7 @@ class ModalityTower(nn.Module):
     def expected_shape(self) -> str:
         pre = self.config.preprocess
         h, w = self.backbone.input_hw
-        if self.modality == "video":
+        if self.spec.temporal:
             return f"[batch, frames<={pre.num_frames}, 3, {h}, {w}]"
         return f"[batch, 3, {h}, {w}]"
 
@@ -163,7 +165,7 @@ class ModalityTower(nn.Module):
         1-frame clips (images, OmniVL-style: 1) among full clips (the batch's frame count); a 1-frame row
         runs its first frame through the blocks without temporal attention."""
         self._check_shape(batch)
-        if self.modality != "video":
+        if not self.spec.temporal:
             return self.backbone(batch, mask_ratio=self.config.mask_ratio)
         count = batch.shape[1]
         if frames is not None and bool((frames != count).any()):
@@ -197,7 +199,7 @@ class ModalityTower(nn.Module):
 
     def _check_shape(self, batch: torch.Tensor) -> None:
         h, w = self.backbone.input_hw
-        if self.modality == "video":
+        if self.spec.temporal:
             ok = (batch.ndim == 5 and batch.shape[2] == 3 and tuple(batch.shape[3:]) == (h, w)
                   and 1 <= batch.shape[1] <= self.config.preprocess.num_frames)
         else:

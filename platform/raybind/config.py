@@ -16,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from encoders import constants as C
 from encoders.config import LoraSettings, ModelConfig, PreprocessConfig, TextConfig, TowerConfig
+from encoders.modalities import MODALITIES, REGISTRY
 from encoders.presets import get_preset
 from raybind.errors import InputError
 
@@ -96,7 +97,7 @@ class DecodeSettings(_Strict):
 class DataSettings(_Strict):
     train: str                            # manifest (parquet/jsonl/csv) or a built dataset folder, local or s3://
     val: str | None = None
-    demo: dict[str, Any] | None = None    # generate demo data at `train`/`val` when missing (see raybind.demo_data)
+    demo: dict[str, Any] | None = None    # generate demo data at `train`/`val` when missing (see raybind.data.demo_data)
     modalities: tuple[str, ...] = ("video",)
     num_frames: int = Field(default=C.VIDEO_NUM_FRAMES, ge=1)
     audio_source: Literal["auto", "column", "video"] = "auto"
@@ -108,7 +109,7 @@ class DataSettings(_Strict):
     # Keep the decoded training rows in the object store when they fit this budget: passes after the first
     # read them instead of decoding again (no actor pool start-up and model loading per pass). None: stream.
     cache_mb: int | None = Field(default=None, gt=0)
-    # Multi-view captions (raybind.captions): view name -> sampling weight; each pass draws one view per
+    # Multi-view captions (raybind.data.captions): view name -> sampling weight; each pass draws one view per
     # row. None: `text` is one caption. Validation always uses `val_caption_view` (default: the heaviest).
     caption_views: dict[str, float] | None = None
     val_caption_view: str | None = None
@@ -141,9 +142,9 @@ class DataSettings(_Strict):
     @field_validator("modalities")
     @classmethod
     def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [m for m in value if m not in C.MODALITIES]
+        unknown = [m for m in value if m not in MODALITIES]
         if unknown:
-            raise ValueError(f"unknown modalities {unknown}; valid: {list(C.MODALITIES)}")
+            raise ValueError(f"unknown modalities {unknown}; valid: {list(MODALITIES)}")
         if not value:
             raise ValueError("at least one modality is required")
         return value
@@ -239,7 +240,7 @@ class TrainSettings(_Strict):
 
 
 class InferenceSettings(_Strict):
-    """The model actor pool of evaluation and embedding (`raybind.inference`). It autoscales between
+    """The model actor pool of evaluation and embedding (`raybind.evaluate.inference`). It autoscales between
     `min_actors` and `max_actors` as the decode stages keep up or fall behind."""
 
     min_actors: int = Field(default=1, ge=1)
@@ -280,7 +281,7 @@ class SearchDomain(_Strict):
 
 
 class SweepSettings(_Strict):
-    """A Ray Tune search over config fields; see `raybind.sweep`."""
+    """A Ray Tune search over config fields; see `raybind.train.sweep`."""
 
     space: dict[str, SearchDomain] = Field(min_length=1)   # dotted config path -> values
     metric: str = "val_r1_mean"      # a reported metric name (raybind.metrics), e.g. val_r1/video, val_loss/audio
@@ -311,7 +312,7 @@ class RayBindConfig(_Strict):
         if self.sweep is not None and self.sweep.metric.startswith("val") and not self.data.val:
             raise ValueError(f"sweep.metric {self.sweep.metric} needs validation data: set data.val")
         for modality, fields in self.model.towers.items():
-            if fields.images and modality != "video":
+            if fields.images and not REGISTRY[modality].temporal:
                 raise ValueError(f"model.towers.{modality}.images: only the video tower takes images as 1-frame clips")
         if self.video_takes_images() and "audio" in self.data.modalities:
             raise ValueError("model.towers.video.images: image rows carry no audio; train the audio tower in a "
@@ -371,7 +372,7 @@ class RayBindConfig(_Strict):
         return self.train.compile == "on" or (self.train.compile == "auto" and self.train.use_gpu)
 
     def learning_rates(self) -> dict[str, float]:
-        return {m: (self.tower_fields(m).lr or C.LEARNING_RATE[m]) for m in self.data.modalities}
+        return {m: (self.tower_fields(m).lr or REGISTRY[m].learning_rate) for m in self.data.modalities}
 
     def tower_weights(self) -> dict[str, float]:
         return {m: self.tower_fields(m).weight for m in self.data.modalities}

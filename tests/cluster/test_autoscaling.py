@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raybind.demo_data import generate
+from raybind.data.demo_data import generate
 
 pytestmark = pytest.mark.timeout(420)
 ROOT = Path(__file__).resolve().parents[2]

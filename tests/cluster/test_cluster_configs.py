@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from raybind.config import load_config
-from raybind.plan import worker_resources
 from raybind.runtime import TRAIN_POLL_ENV, TRAIN_POLL_S, worker_env
+from raybind.train.plan import worker_resources
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT.parent / "shared" / "kuberay-crds"   # the KubeRay CRDs (Apache-2.0), when this checkout has them

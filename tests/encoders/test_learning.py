@@ -7,7 +7,7 @@ import torch
 from encoders import BindModel, TextConfig, languagebind_config, transforms
 from encoders.optim import build_optimizer, cosine_with_warmup, parameter_groups
 from encoders.step import training_step
-from raybind.demo_data import random_specs, render_frames
+from raybind.data.demo_data import random_specs, render_frames
 
 
 def _clips(count: int, seed: int, cover: bool):

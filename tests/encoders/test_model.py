@@ -88,8 +88,9 @@ def test_language_tower_is_frozen(tiny_config):
 
 def test_audio_position_grid_interpolated_for_languagebind_spectrogram():
     """126 x 1036 mel with patch 14 -> 9 x 74 patches; other patch sizes floor to their own grid."""
-    from encoders.towers import VisionBackbone
     from open_clip.model import CLIP
+
+    from encoders.towers import VisionBackbone
 
     for preset, grid in (("vit-l-14", (9, 74)), ("vit-b-16", (7, 64))):
         config = dict(get_preset(preset).clip_config)

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from encoders import BindModel, contrastive_loss, languagebind_config
-from encoders.step import accumulate_gradients, training_step
 from encoders.optim import build_optimizer, parameter_groups
+from encoders.step import accumulate_gradients, training_step
 
 
 def _model(modality: str, mask_ratio: float) -> BindModel:

@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from encoders.synthesis import (DepthSynthesizer, MunitGenerator, MunitParams, ThermalSynthesizer, random_depth_model,
-                                random_thermal_generator)
+from encoders.synthesis import (
+    DepthSynthesizer,
+    MunitGenerator,
+    MunitParams,
+    ThermalSynthesizer,
+    random_depth_model,
+    random_thermal_generator,
+)
 
 
 def _frames(n: int = 3, h: int = 48, w: int = 64) -> np.ndarray:

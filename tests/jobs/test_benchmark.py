@@ -41,7 +41,7 @@ def test_recipe_tower_step_runs_the_workers_model_and_counts_flops():
     import torch
 
     from raybind.bench.gpu_suites import forward_flops_per_sample, recipe, tower_step_figures
-    from raybind.worker_model import build_model
+    from raybind.train.worker_model import build_model
 
     tiny = ["model.preset=tiny", "model.text={kind: hf, name: all-minilm-l6-v2}", "train.batch_size=2",
             "train.use_gpu=false"]
@@ -63,9 +63,9 @@ def test_gpu_train_suite_run_fits_a_one_gpu_machine_and_caches_its_split(tmp_pat
     CPUs, one GPU: the recipes pin stages to cluster node roles, which such a machine lacks), and its split
     fits data.cache_mb, so the timed passes read the object store instead of decoding again."""
     from raybind.bench.gpu_suites import GPU_TRAIN_BATCHES, gpu_train_config, gpu_train_rows
-    from raybind.pipeline import decoded_split_mb
-    from raybind.plan import check_fits, is_local
-    from raybind.trainer import worker_columns
+    from raybind.data.pipeline import decoded_split_mb
+    from raybind.train.plan import check_fits, is_local
+    from raybind.train.trainer import worker_columns
 
     cfg = gpu_train_config(tmp_path, tmp_path / "clips.jsonl", steps=40)
     assert is_local(cfg) and cfg.ray.placement.data == cfg.ray.placement.train == {}
@@ -77,7 +77,7 @@ def test_gpu_train_suite_run_fits_a_one_gpu_machine_and_caches_its_split(tmp_pat
 
 
 def test_the_table_judges_nested_goals_and_says_which_figures_were_not_measured():
-    from jobs.benchmark import _table
+    from raybind.commands.bench import _table
 
     towers = {"video": {"mfu": 0.41, "peak_memory_gib": 16.0}, "audio": {"mfu": 0.3, "peak_memory_gib": 7.5},
               "depth": {"peak_memory_gib": 90.0}}

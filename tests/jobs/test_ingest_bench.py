@@ -6,9 +6,15 @@ import pytest
 import torch
 
 from raybind.bench.clips import make_clips, write_manifest
-from raybind.bench.ingest import (SHIPPED_COLUMNS, _SameWorkDataset, consumer_synthesis_batches,
-                                  full_size_synthesizers, ingest_config, ingest_suite)
-from raybind.synthesis_stage import load_synthesizer
+from raybind.bench.ingest import (
+    SHIPPED_COLUMNS,
+    _SameWorkDataset,
+    consumer_synthesis_batches,
+    full_size_synthesizers,
+    ingest_config,
+    ingest_suite,
+)
+from raybind.data.synthesis import load_synthesizer
 
 
 @pytest.fixture(scope="module")

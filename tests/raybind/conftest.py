@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raybind.media_encode import write_audio, write_video
+from raybind.data.media_encode import write_audio, write_video
 from raybind.runtime import worker_env
 
 

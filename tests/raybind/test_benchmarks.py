@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from raybind.benchmarks import BenchmarkError, build
-from raybind.prompts import class_embeddings, templates_for
+from raybind.evaluate.datasets import BenchmarkError, build
+from raybind.evaluate.prompts import class_embeddings, templates_for
 from raybind.ranking import classification_scores, confusion_matrix, ranks, recall_at, retrieval_scores
-from raybind.validation import split_metrics
+from raybind.train.validation import split_metrics
 
 
 def _touch(path, data: bytes = b"x"):

@@ -12,11 +12,11 @@ import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from raybind.trainer import process_group_backend
+from raybind.train.trainer import process_group_backend
 
 
 def _worker(rank: int, port: int, backend: str, queue) -> None:
-    from raybind.train_loop import _all_reduce
+    from raybind.train.loop import _all_reduce
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group(backend, rank=rank, world_size=2)

@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 
-from raybind.demo_data import COLOURS, DIRECTIONS, SHAPES, generate
-from raybind.media import decode_audio, decode_video
+from raybind.data.demo_data import COLOURS, DIRECTIONS, SHAPES, generate
+from raybind.data.media import decode_audio, decode_video
 
 
 def test_demo_clips_are_real_media_whose_captions_follow_content(tmp_path):

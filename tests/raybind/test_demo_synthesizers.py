@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from raybind.config import SynthesisSettings
-from raybind.demo_data import BACKGROUND_DEPTH_M, OBJECT_DEPTH_M, OBJECT_HEAT
-from raybind.demo_synthesizers import _training_frames, fit_demo_synthesizers
-from raybind.synthesis_stage import load_synthesizer
+from raybind.data.demo_data import BACKGROUND_DEPTH_M, OBJECT_DEPTH_M, OBJECT_HEAT
+from raybind.data.demo_synthesizers import _training_frames, fit_demo_synthesizers
+from raybind.data.synthesis import load_synthesizer
 
 
 @pytest.mark.timeout(300)

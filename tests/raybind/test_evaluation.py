@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from raybind.config import validate
-from raybind.corpus import embed_corpus, query, read_index
-from raybind.demo_data import generate
-from raybind.embed import load
-from raybind.evaluation import evaluate
-from raybind.trainer import pretrain
+from raybind.data.demo_data import generate
+from raybind.evaluate.corpus import embed_corpus, query, read_index
+from raybind.evaluate.embed import load
+from raybind.evaluate.tasks import evaluate
+from raybind.train.trainer import pretrain
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -120,8 +120,8 @@ def test_the_api_embeds_as_the_pipeline_and_a_query_finds_the_item(trained, tmp_
 
 def test_the_esc50_layout_evaluates_per_fold(trained, tmp_path):
     """An ESC-50 layout built from generated audio: classification per fold and overall."""
-    from raybind.demo_data import PITCHES, ClipSpec, render_tone
-    from raybind.media_encode import write_audio
+    from raybind.data.demo_data import PITCHES, ClipSpec, render_tone
+    from raybind.data.media_encode import write_audio
 
     root = tmp_path / "ESC-50"
     (root / "audio").mkdir(parents=True)

@@ -6,8 +6,8 @@ import torch
 
 from encoders.step import accumulate_gradients
 from raybind.bench.gpu_suites import RECIPES, recipe, tower_step_figures
-from raybind.memory_estimate import estimate_worker_memory
-from raybind.worker_model import autocast_for, build_model, random_step_inputs
+from raybind.train.memory_estimate import estimate_worker_memory
+from raybind.train.worker_model import autocast_for, build_model, random_step_inputs
 
 pytestmark = [pytest.mark.gpu, pytest.mark.timeout(900)]
 CUDA = torch.device("cuda")

@@ -5,9 +5,9 @@ import struct
 import numpy as np
 import pytest
 
-from raybind.media import MediaError, decode_audio, decode_depth, decode_image, decode_video, sample_indices
+from raybind.data.media import MediaError, decode_audio, decode_depth, decode_image, decode_video, sample_indices
+from raybind.data.media_encode import write_video
 from tests.raybind.conftest import moving_frames
-from raybind.media_encode import write_video
 
 
 @pytest.mark.parametrize("name", ["clip.mp4", "clip.avi"])

@@ -8,8 +8,8 @@ import torch
 
 from raybind.bench.gpu_suites import RECIPES, recipe
 from raybind.errors import ResourceError
-from raybind.memory_estimate import ALLOCATOR_MARGIN, LiveStorageBytes, estimate_worker_memory
-from raybind.plan import check_memory_fits
+from raybind.train.memory_estimate import ALLOCATOR_MARGIN, LiveStorageBytes, estimate_worker_memory
+from raybind.train.plan import check_memory_fits
 
 pytestmark = pytest.mark.timeout(300)
 TINY = ["model.preset=tiny", "model.text={kind: hf, name: all-minilm-l6-v2}"]

@@ -10,11 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raybind import quarantine, storage
+from raybind import storage
 from raybind.config import validate
-from raybind.manifest import ManifestError
-from raybind.build import build_dataset
-from raybind.pipeline import build_stream
+from raybind.data import quarantine
+from raybind.data.build import build_dataset
+from raybind.data.manifest import ManifestError
+from raybind.data.pipeline import build_stream
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -126,7 +127,7 @@ def test_actor_pool_holding_every_cpu_still_streams(ray_cluster, media, tmp_path
 
 
 def test_manifest_blocks_are_whole_decode_batches_and_capped_in_number(ray_cluster, monkeypatch):
-    from raybind import pipeline
+    from raybind.data import pipeline
 
     table = pa.table({"id": [str(i) for i in range(100)]})
     small = pipeline.manifest_blocks(table.slice(0, 20), 8, None)

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from raybind import captions
 from raybind.config import ConfigError, validate
-from raybind.decode_stage import decode_batch
-from raybind.demo_data import generate
-from raybind.manifest import load_manifest
-from raybind.pipeline import decode_spec
+from raybind.data import captions
+from raybind.data.decode import decode_batch
+from raybind.data.demo_data import generate
+from raybind.data.manifest import load_manifest
+from raybind.data.pipeline import decode_spec
 
 pytestmark = pytest.mark.timeout(420)
 WEIGHTS = {"title": 0.2, "sentence": 0.5, "frames": 0.3}
@@ -79,7 +79,7 @@ def test_text_may_be_a_string_a_list_or_a_mapping_with_per_frame_views():
 
 
 def test_a_bound_frame_picks_the_depth_or_thermal_frame_its_caption_describes():
-    from raybind.batches import _one_frame
+    from raybind.data.tower_input import _one_frame
 
     stack = torch.arange(2 * 4, dtype=torch.float32).reshape(2, 4, 1, 1).expand(2, 4, 3, 3)   # value = frame id
     picked = _one_frame(stack, train=True, generator=torch.Generator().manual_seed(0), bound=torch.tensor([2, -1]))
@@ -172,7 +172,7 @@ def test_two_stages_switch_at_their_step_and_resume_inside_the_second(ray_cluste
     import psutil
     from ray.train.v2.api.callback import UserCallback
 
-    from raybind.trainer import pretrain
+    from raybind.train.trainer import pretrain
 
     class KillWorkersAtStep6(UserCallback):
         """On the controller: SIGKILL the workers once the step-6 checkpoint (inside stage 2) is persisted."""
@@ -204,7 +204,7 @@ def test_two_stages_switch_at_their_step_and_resume_inside_the_second(ray_cluste
 
 
 def test_a_built_dataset_keeps_every_view(ray_cluster, demo, tmp_path):
-    from raybind.build import build_dataset
+    from raybind.data.build import build_dataset
 
     summary = build_dataset(validate(_cfg(demo["val_recipes"])), demo["val_recipes"], str(tmp_path / "built"))
     assert {"view_tokens", "view_present", "view_frames", "row_key"} <= set(summary["columns"])

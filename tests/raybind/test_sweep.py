@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from raybind.config import ConfigError, load_config, validate
-from raybind.demo_data import generate
+from raybind.data.demo_data import generate
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -59,7 +59,7 @@ def test_asha_stops_the_weak_trial_and_the_sweep_writes_table_plot_tensorboard_a
     ASHA compares them at step 4 and stops the second."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from raybind.sweep import sweep
+    from raybind.train.sweep import sweep
 
     tree = _cfg(demo, str(tmp_path / "runs"), "asha", {"model.towers.video.temperature": {"grid": [1.0, 0.01]}},
                 metric="val_loss/video", mode="min", grace_period=4, reduction_factor=2)
@@ -120,7 +120,7 @@ def _kill_tree(process: subprocess.Popen) -> None:
 def test_a_killed_sweep_on_s3_resumes_without_rerunning_its_finished_trial(ray_cluster, demo, s3_bucket, tmp_path):
     """`jobs/sweep.py` is SIGKILLed (with its Ray) right after its first trial finished; re-running the same
     sweep keeps that trial as it was and runs the other one."""
-    from raybind.sweep import sweep
+    from raybind.train.sweep import sweep
 
     client, bucket, query = s3_bucket
     tree = _cfg(demo, f"s3://{bucket}/sweeps{query}", "resumable",

@@ -12,12 +12,12 @@ import psutil
 import pytest
 import torch
 from peft import PeftModel
+from ray.train.v2.api.callback import UserCallback
 from safetensors.torch import load_file
 
 from raybind.config import validate
-from raybind.demo_data import generate
-from raybind.trainer import pretrain
-from ray.train.v2.api.callback import UserCallback
+from raybind.data.demo_data import generate
+from raybind.train.trainer import pretrain
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -174,8 +174,8 @@ def test_a_training_split_within_the_cache_budget_is_decoded_once(ray_cluster, t
 
     import numpy as np
 
-    from raybind.pipeline import build_stream, decoded_row_bytes
-    from raybind.trainer import cache_decoded_rows
+    from raybind.data.pipeline import build_stream, decoded_row_bytes
+    from raybind.train.trainer import cache_decoded_rows
 
     manifests = generate(tmp_path / "demo", train_clips=8, val_clips=2, seed=4)
     columns = ["video", "audio", "tokens"]

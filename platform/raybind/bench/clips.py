@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raybind.media_encode import write_video
+from raybind.data.media_encode import write_video
 
 
 def synthetic_clip(width: int, height: int, frames: int, seed: int) -> np.ndarray:

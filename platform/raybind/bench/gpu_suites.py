@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 
 from encoders.masking import num_kept
+from encoders.modalities import REGISTRY
 from encoders.step import training_step
 from raybind.bench import GPU_RECIPE_MODALITIES
 from raybind.config import RayBindConfig, load_config
-from raybind.memory_estimate import estimate_worker_memory
-from raybind.worker_model import build_model, build_worker_optimizer, random_step_inputs
+from raybind.train.memory_estimate import estimate_worker_memory
+from raybind.train.worker_model import build_model, build_worker_optimizer, random_step_inputs
 
 RECIPES = {m: f"configs/languagebind_{m}_l14.yaml" for m in GPU_RECIPE_MODALITIES}
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -45,10 +46,11 @@ def forward_flops_per_sample(cfg: RayBindConfig, model, modality: str) -> float:
     width, layers = backbone.blocks[0].ln_1.normalized_shape[0], len(backbone.blocks)
     tower = model.tower_config(modality)
     tokens = num_kept(backbone.num_patches, tower.mask_ratio) + 1
-    frames = tower.preprocess.num_frames if modality == "video" else 1
+    temporal = REGISTRY[modality].temporal
+    frames = tower.preprocess.num_frames if temporal else 1
     spatial = frames * layers * (24 * tokens * width ** 2 + 4 * tokens ** 2 * width)
     temporal = 0.0
-    if modality == "video" and backbone.blocks[0].temporal_attn is not None:
+    if temporal and backbone.blocks[0].temporal_attn is not None:
         temporal = layers * (8 * frames * tokens * width ** 2 + 4 * frames ** 2 * tokens * width)
     return float(spatial + temporal)
 
@@ -162,7 +164,7 @@ def gpu_train_suite(workdir: Path, steps: int = 40) -> dict:
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device"}
     from raybind.bench.clips import make_clips, write_manifest
-    from raybind.trainer import pretrain
+    from raybind.train.trainer import pretrain
 
     cfg = recipe("depth")
     rows = gpu_train_rows(cfg)

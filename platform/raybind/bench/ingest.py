@@ -19,14 +19,14 @@ import numpy as np
 import psutil
 import torch
 
-from raybind import media
 from raybind.bench import SYNTHESIS, SYNTHESIZERS
-from raybind.batch_format import rows_in, training_columns
 from raybind.bench.clips import make_clips, write_manifest
 from raybind.config import RayBindConfig, validate
-from raybind.pipeline import build_stream, decode_spec, synthesis_settings
-from raybind.decode_stage import decode_batch
-from raybind.synthesis_stage import load_synthesizer, synthesize_batch
+from raybind.data import media
+from raybind.data.batch_format import rows_in, training_columns
+from raybind.data.decode import decode_batch
+from raybind.data.pipeline import build_stream, decode_spec, synthesis_settings
+from raybind.data.synthesis import load_synthesizer, synthesize_batch
 
 RESOLUTIONS = {"360p": (640, 360), "720p": (1280, 720)}
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from encoders import BindModel, LoraSettings, ModelConfig, TowerConfig, get_preset
-from encoders.constants import MASK_RATIO
+from encoders.modalities import REGISTRY
 from encoders.optim import build_optimizer, parameter_groups
 from encoders.step import training_step
 
@@ -60,7 +60,7 @@ def masking_suite(preset: str, batch: int, steps: int) -> dict:
     """Samples/s of one tower's training step at mask ratio 0 and 0.5 (plus the paper's per-modality ratios)."""
     model = _tower_model(preset, 0.0, lora=True)
     tower = model.tower("depth")
-    ratios = sorted({0.0, 0.5, *MASK_RATIO.values()})
+    ratios = sorted({0.0, 0.5, *(kind.mask_ratio for kind in REGISTRY.values())})
     rates = {}
     for ratio in ratios:
         tower.config = replace(tower.config, mask_ratio=ratio)

@@ -10,13 +10,13 @@ import torch
 
 from encoders import BindModel
 from encoders.optim import build_optimizer, cosine_with_warmup, parameter_groups
+from encoders.step import apply_update
 from raybind.bench.clips import write_manifest
 from raybind.config import RayBindConfig, validate
-from raybind.demo_data import generate
-from raybind.pipeline import build_stream
-from encoders.step import apply_update
-from raybind.train_loop import train_step
-from raybind.trainer import pretrain
+from raybind.data.demo_data import generate
+from raybind.data.pipeline import build_stream
+from raybind.train.loop import train_step
+from raybind.train.trainer import pretrain
 
 
 def _config(manifest: Path, storage: Path, steps: int, batch: int) -> RayBindConfig:

@@ -1,0 +1,225 @@
+"""The decode stage: a manifest batch -> frames, spectrograms, images, depth columns and text tokens.
+
+Runs as CPU tasks (feeding GPU synthesis actors), or inside the CPU synthesis actors
+(`raybind.data.synthesis`), so decoding and synthesis never compete for the same cores.
+
+Takes and returns numpy batches. Rows that fail go to the quarantine with the stage name and reason; the
+batch carries on without them. Frames ship as uint8 and spectrograms/depth as float16: normalisation and
+augmentation happen on the training device.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import cv2
+import numpy as np
+
+from encoders import transforms
+from encoders.config import TextConfig
+from encoders.modalities import REGISTRY, modality as modality_spec
+from encoders.text import Tokenizer
+from raybind.data import captions, media, quarantine
+from raybind import storage
+from raybind.data.batch_format import (FRAMES, DecodeSpec, ID, PASSTHROUGH, ROW_KEY, SHIPPED_DTYPE, SYNTH_FRAME, TEXT, TOKENS,
+                                  VIDEO_FRAMES, VIEW_FRAMES, VIEW_PRESENT, VIEW_TOKENS, Template, decoded_template,
+                                  frame_choice)
+
+VIEW_TEXTS = "_view_texts"  # per-row only, between decoding and tokenizing
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(text: TextConfig) -> Tokenizer:
+    return Tokenizer(text)  # loaded once per worker process, reused by every task it runs
+
+
+def _value(row: dict[str, Any], column: str) -> str | None:
+    value = row.get(column)
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    value = str(value)
+    return value if value.strip() else None
+
+
+class RowFailed(Exception):
+    """One row's media cannot be used; `reason` goes to the quarantine (or into the API's error)."""
+
+    def __init__(self, uri: str, reason: str) -> None:
+        super().__init__(reason)
+        self.uri, self.reason = uri, reason
+
+
+def _media_uri(row: dict[str, Any], column: str, spec: DecodeSpec) -> str:
+    value = _value(row, column)
+    if value is None:
+        raise RowFailed("", f"missing field '{column}'")
+    return storage.resolve_relative(value, spec.manifest_dir)
+
+
+def _decode_path(uri: str, decode):
+    """Run `decode(local_path)` on a media URI (fetched to a temp file when remote); failures become row failures."""
+    try:
+        if storage.size(uri) == 0:
+            raise RowFailed(uri, "empty file (0 bytes)")
+    except FileNotFoundError:
+        raise RowFailed(uri, "file not found") from None
+    with storage.local_path(uri) as path:
+        try:
+            return decode(path)
+        except media.MediaError as error:
+            raise RowFailed(uri, str(error)) from None
+
+
+def _captions(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
+    """The row's caption(s): every configured view (training with caption views), or one text."""
+    views = captions.parse_views(row.get(TEXT))
+    if spec.all_views:
+        texts, present, per_frame = captions.view_slots(spec.caption_views, views, spec.num_frames)
+        if not present.any():
+            raise RowFailed("", f"none of the caption views {list(spec.caption_views)} (the row has {sorted(views)})")
+        first = texts[int(np.argmax(present)) * spec.num_frames]
+        return {TEXT: first, VIEW_TEXTS: texts, VIEW_PRESENT: present, VIEW_FRAMES: per_frame,
+                ROW_KEY: captions.row_key(str(row[ID])),
+                SYNTH_FRAME: frame_choice(str(row[ID]), spec.num_frames, spec.synth_seed)}
+    if spec.text_view is None and set(views) - {captions.SINGLE_VIEW}:
+        raise RowFailed("", f"'{TEXT}' holds caption views {sorted(views)}; name them in data.caption_views")
+    text = captions.single_text(views, spec.text_view, spec.num_frames)
+    if text is None:
+        raise RowFailed("", f"missing field '{TEXT}'" if spec.text_view is None else
+                        f"missing caption view '{spec.text_view}'")
+    return {TEXT: text}
+
+
+def decode_media(modality: str, uri: str, spec: DecodeSpec) -> np.ndarray:
+    """One media file as its batch-format column value (see `raybind.data.batch_format`); raises `RowFailed`.
+
+    The embedding API calls this for single files, so a file embeds the same in both.
+    """
+    kind = modality_spec("video" if modality == FRAMES else modality)
+    return as_column(kind.name, _READERS[kind.reads](uri, spec))
+
+
+def as_column(modality: str, value: np.ndarray) -> np.ndarray:
+    """A decoded file as its column value: synthesizable modalities ship a stack of K maps (one per frame
+    used), and a file read from a column is a stack of one."""
+    return value[None] if REGISTRY[modality].synthesized else value
+
+
+def mel(wave: np.ndarray, spec: DecodeSpec) -> np.ndarray:
+    """Waveform at the tower's rate -> the shipped float16 spectrogram column value."""
+    return transforms.audio_mel(wave, spec.audio.sample_rate, spec.audio).numpy().astype(np.float16)
+
+
+def depth_map(depth_m: np.ndarray, spec: DecodeSpec) -> np.ndarray:
+    """Depth in metres [H, W] -> one shipped [S, S] float16 map."""
+    return media.square_crop(depth_m, spec.frame_size, cv2.INTER_AREA).astype(SHIPPED_DTYPE["depth"])
+
+
+# How each kind of file is read (the registry's `reads`): a new modality with a new kind of file adds its
+# reader here.
+_READERS = {
+    "video": lambda uri, spec: _decode_path(
+        uri, lambda path: media.decode_video(path, spec.num_frames, spec.frame_size, spec.threads)),
+    "audio": lambda uri, spec: mel(_decode_path(uri, lambda path: media.decode_audio(path, spec.audio.sample_rate)),
+                                   spec),
+    "image": lambda uri, spec: _decode_bytes(uri, lambda data: media.decode_image(data, spec.frame_size)),
+    "depth": lambda uri, spec: depth_map(_decode_bytes(uri, lambda data: media.decode_depth(data, uri.split("?")[0])),
+                                         spec),
+}
+
+
+def _decode_row(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {ID: str(row[ID])}
+    if spec.with_text:
+        out.update(_captions(row, spec))
+    for name in PASSTHROUGH:
+        if name in row:
+            out[name] = "" if _value(row, name) is None else str(row[name])
+    audio_column = spec.audio_column() if "audio" in spec.modalities else None
+    frames_column = "video" if "video" in spec.modalities else FRAMES
+    if spec.needs_frames and audio_column == "video":
+        def frames_and_audio(path: str):  # one fetch of a remote file serves both
+            return (media.decode_video(path, spec.num_frames, spec.frame_size, spec.threads),
+                    media.decode_audio(path, spec.audio.sample_rate))
+
+        out[frames_column], wave = _decode_path(_media_uri(row, "video", spec), frames_and_audio)
+        out["audio"] = mel(wave, spec)
+    elif spec.needs_frames and spec.video_images and _value(row, "video") is None and _value(row, "image") is not None:
+        image = decode_media("image", _media_uri(row, "image", spec), spec)   # a still: a 1-frame clip
+        out[frames_column] = np.repeat(image[None], spec.num_frames, axis=0)
+        out[VIDEO_FRAMES] = 1
+    elif spec.needs_frames:
+        out[frames_column] = decode_media("video", _media_uri(row, "video", spec), spec)
+    if spec.video_images:
+        out.setdefault(VIDEO_FRAMES, spec.num_frames)
+    if audio_column is not None and "audio" not in out:
+        out["audio"] = decode_media("audio", _media_uri(row, audio_column, spec), spec)
+    for modality in spec.modalities:
+        kind = REGISTRY[modality]
+        if modality in out or kind.temporal or (kind.synthesized and modality not in spec.from_column):
+            continue  # decoded above (frames and a track share one fetch), or synthesized from frames later
+        out[modality] = decode_media(modality, _media_uri(row, modality, spec), spec)
+    return out
+
+
+def _decode_bytes(uri: str, decode):
+    try:
+        data = storage.read_bytes(uri)
+    except FileNotFoundError:
+        raise RowFailed(uri, "file not found") from None
+    if not data:
+        raise RowFailed(uri, "empty file (0 bytes)")
+    try:
+        return decode(data)
+    except media.MediaError as error:
+        raise RowFailed(uri, str(error)) from None
+
+
+def _stack(rows: list[dict[str, Any]], template: Template) -> dict[str, np.ndarray]:
+    """Rows -> columns; an all-bad batch still returns every column (empty) so the schema never wavers."""
+    columns = {}
+    for name, (shape, dtype) in template.items():
+        if dtype is object:
+            columns[name] = np.array([r[name] for r in rows], dtype=object)
+        else:
+            columns[name] = np.stack([r[name] for r in rows]).astype(dtype) if rows else np.zeros((0, *shape), dtype)
+    return columns
+
+
+def keep_columns(batch: dict[str, np.ndarray], columns: tuple[str, ...] | None) -> dict[str, np.ndarray]:
+    """Only what the consumer reads leaves the last stage (no separate projection task after an actor pool)."""
+    return batch if columns is None else {name: batch[name] for name in columns}
+
+
+def _tokenize_views(rows: list[dict[str, Any]], spec: DecodeSpec) -> None:
+    """Every view slot of every row -> view_tokens [V, N, L]; each distinct text is tokenized once."""
+    distinct = sorted({t for r in rows for t in r[VIEW_TEXTS]})
+    tokens = _tokenizer(spec.text)(distinct).numpy().astype(np.int32)
+    index = {text: i for i, text in enumerate(distinct)}
+    shape = (len(spec.caption_views), spec.num_frames, spec.text.context_length)
+    for row in rows:
+        row[VIEW_TOKENS] = tokens[[index[t] for t in row.pop(VIEW_TEXTS)]].reshape(shape)
+
+
+def decode_batch(batch: dict[str, np.ndarray], spec: DecodeSpec,
+                 columns: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Decode every row of a manifest batch; failures go to the quarantine, the rest are tokenized."""
+    names = list(batch.keys())
+    size = len(batch[names[0]]) if names else 0
+    rows = []
+    for i in range(size):
+        row = {name: batch[name][i] for name in names}
+        try:
+            rows.append(_decode_row(row, spec))
+        except RowFailed as failure:
+            quarantine.record(spec.quarantine_uri, quarantine.QuarantinedRow(
+                id=str(row.get(ID)), uri=failure.uri, stage="decode", reason=failure.reason))
+    if rows and spec.all_views:
+        _tokenize_views(rows, spec)
+    elif rows and spec.with_text:
+        tokens = _tokenizer(spec.text)([r[TEXT] for r in rows]).numpy().astype(np.int32)
+        for row, ids in zip(rows, tokens):
+            row[TOKENS] = ids
+    passthrough = tuple(name for name in PASSTHROUGH if name in names)
+    return keep_columns(_stack(rows, decoded_template(spec, passthrough)), columns)

@@ -1,0 +1,216 @@
+"""The streaming ingest pipeline on Ray Data: manifest -> decode + tokenize -> depth + thermal synthesis.
+
+Everything is lazy: nothing runs until a consumer (a training worker's `iter_torch_batches`, or the
+build job's `write_parquet`) pulls, and blocks stream through the stages without materialising the
+dataset. A folder written by `raybind.data.build.build_dataset` is read back directly and skips decoding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import pyarrow as pa
+import ray.data
+from ray.data import ActorPoolStrategy, Dataset
+
+from encoders.backbone import WEIGHT_SUFFIXES
+from encoders.config import ModelConfig
+from encoders.modalities import REGISTRY, SYNTHESIZABLE
+from raybind import storage
+from raybind.config import RayBindConfig, SynthesisPoolSettings, SynthesisSettings
+from raybind.data.batch_format import FRAMES, SHIPPED_DTYPE, DecodeSpec, decoded_template, synthesized_shape
+from raybind.data.decode import decode_batch
+from raybind.errors import InputError
+from raybind.data.manifest import ManifestError, load_manifest
+from raybind.data.synthesis import DecodeAndSynthesisStage, SynthesisStage
+
+VIDEO = "video"   # the column that audio tracks and synthesized depth/thermal frames come from
+BUILT_MARKER = "dataset.json"
+BUILT_DATA = "data"
+
+
+@dataclass
+class Stream:
+    """A lazy dataset plus what the run needs to account for every row."""
+
+    dataset: Dataset
+    rows_in: int
+    quarantine_uri: str | None   # None for a built dataset: its quarantine was settled at build time
+    source: str
+
+
+def synthesis_settings(cfg: RayBindConfig) -> dict[str, SynthesisSettings]:
+    """The trained modalities that the synthesis pool makes from frames, with their settings. A model
+    given as a local relative path is made absolute here, so actors find it whatever their working dir."""
+    settings = {m: getattr(cfg.data, m) for m in SYNTHESIZABLE
+                if m in cfg.data.modalities and getattr(cfg.data, m).source == "synthesize"}
+    return {m: s.model_copy(update={"model": os.path.abspath(s.model)}) if s.model and os.path.exists(s.model) else s
+            for m, s in settings.items()}
+
+
+def check_synthesizer_paths(cfg: RayBindConfig) -> None:
+    """A synthesizer named by a local path that is not there fails now, naming the field, not later inside
+    an actor. Hub names (`org/model`) and remote URIs are left to the loader."""
+    for modality, settings in synthesis_settings(cfg).items():
+        model = settings.model
+        if not model or storage.is_remote(model) or os.path.exists(model):
+            continue
+        if os.path.isabs(model) or model.startswith((".", "~")) or model.endswith(WEIGHT_SUFFIXES) \
+                or model.count("/") > 1:
+            raise InputError(f"data.{modality}.model: {model} does not exist (for the demo synthesizers run "
+                             "the quickstart or `jobs/make_demo_data.py --synthesizers` first)")
+
+
+def decode_spec(cfg: RayBindConfig, manifest_uri: str, quarantine_uri: str, media_columns: list[str],
+                model: ModelConfig | None = None) -> DecodeSpec:
+    """How rows decode for `cfg`'s data settings and a model's preprocessing (default: the config's model;
+    inference passes the checkpoint's)."""
+    model = model or cfg.model_config_for_encoders()
+    image_size = model.towers[0].preprocess.image_size
+    audio = next((t.preprocess for t in model.towers if REGISTRY[t.modality].tower_input == "spectrogram"),
+                 model.towers[0].preprocess)
+    return DecodeSpec(
+        modalities=tuple(cfg.data.modalities), manifest_dir=storage.parent(manifest_uri),
+        quarantine_uri=quarantine_uri, text=model.text, num_frames=cfg.data.num_frames,
+        frame_size=image_size + cfg.data.decode.crop_margin, audio=audio, threads=cfg.data.decode.threads,
+        audio_source=cfg.data.audio_source,
+        from_column=tuple(m for m in SYNTHESIZABLE if getattr(cfg.data, m).source == "column"),
+        media_columns=tuple(media_columns), synthesize=tuple(synthesis_settings(cfg)),
+        caption_views=tuple(cfg.data.caption_views or ()), video_images=cfg.video_takes_images(),
+        synth_seed=cfg.data.depth.seed)
+
+
+def decoded_row_bytes(cfg: RayBindConfig, columns: list[str] | None = None) -> int:
+    """Bytes one decoded training row occupies (the shipped columns: frames, spectrograms, maps, tokens)."""
+    spec = decode_spec(cfg, "", "", media_columns=[])
+    shapes = {name: (shape, np.dtype(dtype).itemsize) for name, (shape, dtype) in decoded_template(spec).items()
+              if dtype is not object}
+    for modality, settings in synthesis_settings(cfg).items():
+        count = 1 if settings.frames == "one" else cfg.data.num_frames
+        shapes[modality] = (synthesized_shape(modality, count, spec.frame_size),
+                            np.dtype(SHIPPED_DTYPE[modality]).itemsize)
+    return sum(int(np.prod(shape)) * size for name, (shape, size) in shapes.items()
+               if columns is None or name in columns)
+
+
+def decoded_split_mb(cfg: RayBindConfig, rows: int, columns: list[str]) -> float:
+    """MiB that `rows` decoded training rows occupy in the object store: what `data.cache_mb` is compared with."""
+    return rows * decoded_row_bytes(cfg, columns) / 2**20
+
+
+def _needed_columns(cfg: RayBindConfig) -> list[str]:
+    synthesized = synthesis_settings(cfg)
+    needed = {VIDEO} if VIDEO in cfg.data.modalities or synthesized else set()
+    for modality in cfg.data.modalities:
+        if REGISTRY[modality].from_video == "track":   # audio: its own column, the video's track, or either
+            needed.update({"column": {modality}, "video": {VIDEO}}.get(cfg.data.audio_source, set()))
+        elif modality != VIDEO and modality not in synthesized:
+            needed.add(modality)
+    return sorted(needed)
+
+
+def is_built_dataset(uri: str) -> bool:
+    return storage.exists(storage.join(uri, BUILT_MARKER))
+
+
+# Enough blocks to spread decoding over any cluster, few enough that a 10M-row manifest stays cheap to
+# schedule (each block is one object and at least one task).
+MAX_MANIFEST_BLOCKS = 4096
+
+
+def manifest_blocks(table: pa.Table, batch_rows: int, shuffle_seed: int | None) -> Dataset:
+    """Manifest rows as blocks of whole decode batches (one batch each for small manifests), so decoding
+    spreads over tasks from the first row.
+
+    Built on the driver (no read or repartition tasks that a full actor pool could starve of CPUs).
+    With a seed the rows are permuted once; the caller randomises the block order anew on every pass.
+    """
+    if shuffle_seed is not None:
+        table = table.take(np.random.default_rng(shuffle_seed).permutation(table.num_rows))
+    batches_per_block = max(1, -(-table.num_rows // (batch_rows * MAX_MANIFEST_BLOCKS)))
+    rows_per_block = batches_per_block * batch_rows
+    blocks = [table.slice(start, rows_per_block) for start in range(0, table.num_rows, rows_per_block)]
+    return ray.data.from_arrow(blocks or [table])
+
+
+def build_stream(cfg: RayBindConfig, source_uri: str, quarantine_uri: str, shuffle: bool = False,
+                 columns: list[str] | None = None) -> Stream:
+    """The lazy pipeline over a manifest (or a built dataset folder). Fails fast on unusable input.
+
+    `shuffle` permutes the manifest rows (cheap metadata, before any decoding) and visits its blocks in
+    a fresh random order on every pass; a built dataset shuffles its block order. `columns`: only these
+    leave the pipeline (None: all).
+    """
+    keep = tuple(columns) if columns is not None else None
+    if is_built_dataset(source_uri):
+        stream = _built_stream(cfg, source_uri, keep)
+        if shuffle:
+            stream.dataset = stream.dataset.randomize_block_order()
+        return stream
+    manifest = load_manifest(source_uri, _needed_columns(cfg))
+    if "audio" in cfg.data.modalities and cfg.data.audio_source == "auto" and not (
+            {"audio", "video"} & set(manifest.media_columns)):
+        raise ManifestError(f"manifest {storage.redact(source_uri)} has neither an 'audio' nor a 'video' column")
+    check_synthesizer_paths(cfg)
+    ds = manifest_blocks(manifest.table, cfg.data.decode.batch_size, cfg.seed if shuffle else None)
+    if shuffle:
+        ds = ds.randomize_block_order()
+    spec = decode_spec(cfg, source_uri, quarantine_uri, manifest.media_columns)
+    return Stream(decode_stages(ds, cfg, spec, keep), manifest.rows, quarantine_uri, source_uri)
+
+
+def decode_stages(ds: Dataset, cfg: RayBindConfig, spec: DecodeSpec, keep: tuple[str, ...] | None) -> Dataset:
+    """Manifest blocks -> decoded (and, for `spec.synthesize`, synthesized) batches: the stages training,
+    evaluation and embedding share."""
+    decode, pool = cfg.data.decode, cfg.data.synthesis
+    on_data, on_train = placement_args(cfg, "data"), placement_args(cfg, "train")
+    frames_column = "video" if "video" in spec.modalities else FRAMES
+    synthesized = {m: s for m, s in synthesis_settings(cfg).items() if m in spec.synthesize}
+    if synthesized and pool.num_gpus == 0:
+        # CPU synthesis: each actor decodes and synthesizes its batch. Separate CPU decode tasks and CPU
+        # synthesis actors compete for the same cores and the OS splits them evenly, starving synthesis.
+        return ds.map_batches(DecodeAndSynthesisStage,
+                              fn_constructor_args=(spec, synthesized, pool, frames_column, keep),
+                              compute=_pool_strategy(pool), batch_size=decode.batch_size,
+                              num_cpus=pool.num_cpus, batch_format="numpy", **on_data)
+    if synthesized:  # CPU tasks decode, GPU actors synthesize
+        ds = ds.map_batches(partial(decode_batch, spec=spec), batch_size=decode.batch_size,
+                            num_cpus=decode.num_cpus, batch_format="numpy", **on_data)
+        return ds.map_batches(SynthesisStage, fn_constructor_args=(synthesized, pool, frames_column, keep),
+                              compute=_pool_strategy(pool), batch_size=pool.batch_size,
+                              num_cpus=pool.num_cpus, num_gpus=pool.num_gpus, batch_format="numpy", **on_train)
+    return ds.map_batches(partial(decode_batch, spec=spec, columns=keep), batch_size=decode.batch_size,
+                          num_cpus=decode.num_cpus, batch_format="numpy", **on_data)
+
+
+def _pool_strategy(pool: SynthesisPoolSettings) -> ActorPoolStrategy:
+    """The synthesis pool: `actors` from the start, growing to `max_actors` while synthesis lags."""
+    return ActorPoolStrategy(min_size=pool.actors, max_size=pool.max_actors or pool.actors)
+
+
+def placement_args(cfg: RayBindConfig, part: str) -> dict[str, dict[str, float]]:
+    """Ray remote args that pin a stage to the `data` or `train` nodes (`ray.placement`); none on one machine."""
+    resources = getattr(cfg.ray.placement, part)
+    return {"resources": dict(resources)} if resources else {}
+
+
+def _built_stream(cfg: RayBindConfig, uri: str, columns: tuple[str, ...] | None) -> Stream:
+    """A built dataset read directly: only `columns` are read from the Parquet files (None: all)."""
+    info = json.loads(storage.read_text(storage.join(uri, BUILT_MARKER)))
+    missing = [m for m in cfg.data.modalities if m not in info["columns"]]
+    if missing:
+        raise ManifestError(f"built dataset {storage.redact(uri)} lacks {missing}; it has {info['columns']}")
+    fs, path = storage.resolve(storage.join(uri, BUILT_DATA))
+    ds = ray.data.read_parquet(path, filesystem=fs, columns=list(columns) if columns is not None else None)
+    return Stream(ds, int(info["rows_out"]), None, uri)
+
+
+def check_counts(summary: dict) -> None:
+    """rows_in == rows_out + rows_quarantined, always; a mismatch is a bug worth stopping for."""
+    if summary["rows_in"] != summary["rows_out"] + summary["rows_quarantined"]:
+        raise RuntimeError(f"row accounting broken: rows_in {summary['rows_in']} != rows_out {summary['rows_out']} "
+                           f"+ rows_quarantined {summary['rows_quarantined']}")

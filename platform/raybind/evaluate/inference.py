@@ -1,0 +1,82 @@
+"""Batch inference on Ray Data: manifest rows -> the training decode stages (deterministic, no
+augmentation) -> an autoscaling actor pool that holds the model -> embeddings per row.
+
+Evaluation (`raybind.evaluate.tasks`) and corpus embedding (`raybind.evaluate.corpus`) both stream through here, and
+each actor embeds with the same `raybind.evaluate.embed.Embedder` the API uses, so the three agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+import numpy as np
+import pyarrow as pa
+import ray
+from ray.data import ActorPoolStrategy, Dataset
+
+from encoders.config import ModelConfig
+from raybind.config import RayBindConfig
+from raybind.data.batch_format import ID, PASSTHROUGH, TEXT, TEXT_EMBEDDING, TOKENS, DecodeSpec, embedding_column
+from raybind.data.pipeline import decode_stages, manifest_blocks, placement_args
+from raybind.evaluate.embed import Embedder, inference_device, read_checkpoint
+from raybind.evaluate.settings import inference_spec
+
+
+class EmbedStage:
+    """Actor-pool stage: loads the checkpoint once per actor (GPU when given one, bf16 there), embeds
+    each decoded batch: `emb_<modality>` per modality, `emb_text` for captions; ids and labels pass on."""
+
+    def __init__(self, checkpoint: str, spec: DecodeSpec, modalities: tuple[str, ...], use_gpu: bool) -> None:
+        model, _ = read_checkpoint(checkpoint)
+        self.embedder = Embedder(model, spec, inference_device(use_gpu))
+        self.modalities, self.with_text = modalities, spec.with_text
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {name: batch[name] for name in (ID, TEXT, *PASSTHROUGH) if name in batch}
+        if len(batch[ID]) == 0:  # every row of the batch was quarantined: keep the schema
+            empty = np.zeros((0, self.embedder.embed_dim), np.float32)
+            return {**out, **{embedding_column(m): empty for m in self.modalities},
+                    **({TEXT_EMBEDDING: empty} if self.with_text else {})}
+        for modality in self.modalities:
+            out[embedding_column(modality)] = self.embedder.embed_column(modality, batch[modality]).numpy()
+        if self.with_text:
+            out[TEXT_EMBEDDING] = self.embedder.embed_tokens(batch[TOKENS]).numpy()
+        return out
+
+
+def _gpus_per_actor(cfg: RayBindConfig) -> float:
+    if cfg.inference.num_gpus is not None:
+        return cfg.inference.num_gpus
+    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+
+def embedding_stream(cfg: RayBindConfig, model: ModelConfig, checkpoint: str, table: pa.Table, manifest_uri: str,
+                     quarantine_uri: str, modalities: Sequence[str], with_text: bool = True) -> Dataset:
+    """Lazy: manifest rows -> decode (and synthesis) -> model actors -> embedding columns."""
+    spec = inference_spec(cfg, model, manifest_uri, quarantine_uri, [c for c in table.column_names], with_text)
+    spec = replace(spec, modalities=tuple(modalities), synthesize=tuple(m for m in spec.synthesize if m in modalities))
+    ds = manifest_blocks(table, cfg.data.decode.batch_size, None)
+    ds = decode_stages(ds, cfg, spec, None)
+    pool, gpus = cfg.inference, _gpus_per_actor(cfg)
+    return ds.map_batches(EmbedStage, fn_constructor_args=(checkpoint, spec, tuple(modalities), gpus > 0),
+                          compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
+                          batch_size=pool.batch_size, num_cpus=pool.num_cpus, num_gpus=gpus, batch_format="numpy",
+                          **placement_args(cfg, "train" if gpus > 0 else "data"))
+
+
+def collect(batches: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenate embedding batches on the driver, sorted by id (the order Ray delivers varies)."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for batch in batches:
+        for name, column in batch.items():
+            parts.setdefault(name, []).append(column)
+    columns = {name: np.concatenate(chunks) for name, chunks in parts.items()}
+    if not columns or len(columns[ID]) == 0:
+        return columns
+    order = np.argsort(columns[ID].astype(str), kind="stable")
+    return {name: column[order] for name, column in columns.items()}
+
+
+def run(ds: Dataset) -> dict[str, np.ndarray]:
+    return collect(ds.iter_batches(batch_size=None, batch_format="numpy"))
