@@ -1,4 +1,4 @@
-"""Model checkpoints as DESIGN.md's contract: adapters, not full models, and never pickle.
+"""Model checkpoints: adapters, not full models, and never pickle (loads are safetensors or weights_only).
 
     <dir>/raybind.json                  model config (preset, towers, preprocessing), config hash
     <dir>/<modality>/adapter_config.json    peft LoRA config  } `PeftModel.from_pretrained(tower.backbone, dir)`
@@ -20,12 +20,13 @@ from encoders.config import ModelConfig
 from encoders.lora import load_adapter, save_adapter
 from encoders.model import BindModel
 
-MANIFEST = "raybind.json"
+METADATA_FILE = "raybind.json"   # the checkpoint's metadata (model config, hash, the run's extras)
 TRAINED_TENSORS = "trained.safetensors"
 FORMAT_VERSION = 1
 
 
 def config_hash(config: ModelConfig) -> str:
+    """Digest of the model's identity (`ModelConfig.to_dict`): equal for checkpoints of one architecture."""
     return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -46,26 +47,27 @@ def save_model(model: BindModel, directory: str | Path, extra: dict[str, Any] | 
         if model.tower_config(modality).lora is not None:
             save_adapter(model.tower(modality), folder)
         save_file(_non_adapter_trained(model, modality), str(folder / TRAINED_TENSORS))
-    manifest = {"format_version": FORMAT_VERSION, "model": model.config.to_dict(),
+    meta = {"format_version": FORMAT_VERSION, "model": model.config.to_dict(),
                 "config_hash": config_hash(model.config), **(extra or {})}
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    (directory / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     return directory
 
 
-def read_manifest(directory: str | Path) -> dict[str, Any]:
-    path = Path(directory) / MANIFEST
+def read_metadata(directory: str | Path) -> dict[str, Any]:
+    """A checkpoint's `raybind.json`."""
+    path = Path(directory) / METADATA_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"not a RayBind checkpoint (no {MANIFEST}): {directory}")
+        raise FileNotFoundError(f"not a RayBind checkpoint (no {METADATA_FILE}): {directory}")
     return json.loads(path.read_text())
 
 
 def load_into(model: BindModel, directory: str | Path) -> BindModel:
     """Load trained tensors into an already built model of the same config."""
     directory = Path(directory)
-    manifest = read_manifest(directory)
-    if manifest["config_hash"] != config_hash(model.config):
+    meta = read_metadata(directory)
+    if meta["config_hash"] != config_hash(model.config):
         raise ValueError(f"checkpoint {directory} was written for a different model config "
-                         f"({manifest['config_hash']} != {config_hash(model.config)})")
+                         f"({meta['config_hash']} != {config_hash(model.config)})")
     for modality in model.modalities:
         folder = directory / modality
         tower = model.tower(modality)
@@ -81,5 +83,5 @@ def load_into(model: BindModel, directory: str | Path) -> BindModel:
 
 def load_model(directory: str | Path) -> BindModel:
     """Rebuild the model from `raybind.json` (same backbone weights, same seed) and load its trained state."""
-    config = ModelConfig.from_dict(read_manifest(directory)["model"])
+    config = ModelConfig.from_dict(read_metadata(directory)["model"])
     return load_into(BindModel(config), directory)

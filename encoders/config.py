@@ -1,22 +1,28 @@
 """Typed settings of the model library: what a tower is, how its inputs are prepared, how it is adapted.
 
-Plain dataclasses (no pydantic) so `encoders` stays dependency-light; `raybind.config` validates the
-YAML and converts into these.
+The one schema of model settings: each field, its default and its range check live here, once. They are
+plain dataclasses (no pydantic import) so `encoders` stays dependency-light; `raybind.config` has pydantic
+validate these very classes from YAML (types, then the `__post_init__` checks), and the
+`__pydantic_config__` hint makes it reject unknown keys there, as every other config section does.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from encoders import constants as C
 from encoders.modalities import modality as modality_spec
+
+_STRICT = {"extra": "forbid"}   # read by pydantic when raybind.config validates these classes
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
     """Everything the transforms need for one tower; stored in `raybind.json` so inference matches training."""
+
+    __pydantic_config__ = _STRICT
 
     image_size: int = 224
     mean: tuple[float, float, float] = C.CLIP_MEAN
@@ -53,9 +59,18 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class LoraSettings:
+    """Adapters on q, k, v and out projections (rank, scale alpha/r, dropout); LanguageBind: alpha 16, dropout 0."""
+
+    __pydantic_config__ = _STRICT
     r: int = 16
     alpha: int = C.LORA_ALPHA
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha < 1:
+            raise ValueError(f"lora r and alpha must be >= 1, got r={self.r}, alpha={self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"lora dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass(frozen=True)
@@ -67,10 +82,11 @@ class TowerConfig:
     config hash) and out of equality. A sweep over them trains one model identity.
     """
 
+    __pydantic_config__ = _STRICT
     modality: str
     mask_ratio: float = field(default=0.0, compare=False)
     lora: LoraSettings | None = field(default_factory=LoraSettings)
-    temporal: str = "attention"  # video only: "attention" (LanguageBind) or "mean" (frame average only)
+    temporal: Literal["attention", "mean"] = "attention"  # video: LanguageBind's attention, or frame average only
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     temperature: float = field(default=C.TEMPERATURE_INIT, compare=False)   # logit scale starts at 1/temperature
     learn_temperature: bool = field(default=True, compare=False)            # False: fixed at `temperature`
@@ -79,8 +95,8 @@ class TowerConfig:
         modality_spec(self.modality)  # raises for an unknown name, listing the valid ones
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"{self.modality}.mask_ratio must be in [0, 1), got {self.mask_ratio}")
-        if self.temperature <= 0:
-            raise ValueError(f"{self.modality}.temperature must be positive, got {self.temperature}")
+        if not 0 < self.temperature <= 1:
+            raise ValueError(f"{self.modality}.temperature must be in (0, 1], got {self.temperature}")
         if self.temporal not in ("attention", "mean"):
             raise ValueError(f"{self.modality}.temporal must be 'attention' or 'mean', got {self.temporal!r}")
 
@@ -119,7 +135,8 @@ class TowerConfig:
 class TextConfig:
     """The frozen language tower: the preset's open_clip text tower, or a Hugging Face sentence encoder."""
 
-    kind: str = "open_clip"          # "open_clip" | "hf"
+    __pydantic_config__ = _STRICT
+    kind: Literal["open_clip", "hf"] = "open_clip"
     name: str | None = None          # hf: model name, local folder, or a bundled alias (see encoders.text)
     context_length: int = C.TEXT_CONTEXT_LENGTH
     projection_dim: int | None = None  # hf: frozen projection to this size; None keeps the encoder's width
@@ -129,6 +146,10 @@ class TextConfig:
             raise ValueError(f"text.kind must be 'open_clip' or 'hf', got {self.kind!r}")
         if self.kind == "hf" and not self.name:
             raise ValueError("text.name is required when text.kind is 'hf'")
+        if self.context_length < 8:
+            raise ValueError(f"text.context_length must be >= 8, got {self.context_length}")
+        if self.projection_dim is not None and self.projection_dim < 1:
+            raise ValueError(f"text.projection_dim must be >= 1, got {self.projection_dim}")
 
 
 @dataclass(frozen=True)

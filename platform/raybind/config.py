@@ -6,8 +6,10 @@ Errors name the field by its dotted path (`train.batch_size: ...`); `--set a.b=c
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -15,7 +17,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from encoders import constants as C
-from encoders.config import LoraSettings, ModelConfig, PreprocessConfig, TextConfig, TowerConfig
+from encoders.config import ModelConfig, TextConfig, TowerConfig
 from encoders.modalities import MODALITIES, REGISTRY
 from encoders.presets import get_preset
 from raybind.errors import InputError
@@ -94,10 +96,12 @@ class DecodeSettings(_Strict):
     threads: int = Field(default=1, ge=0)       # FFmpeg threads per video; 0: one per core (oversubscribes)
 
 
-class DataSettings(_Strict):
-    train: str                            # manifest (parquet/jsonl/csv) or a built dataset folder, local or s3://
-    val: str | None = None
-    demo: dict[str, Any] | None = None    # generate demo data at `train`/`val` when missing (see raybind.data.demo_data)
+class MediaSettings(_Strict):
+    """How media become tower input: which towers, frames, audio source, synthesizers, decoding, caption views.
+
+    The part of `data` a checkpoint keeps (`raybind.json`), so evaluation and embedding decode as training
+    did; the run's own manifests and caches (`DataSettings`) stay out."""
+
     modalities: tuple[str, ...] = ("video",)
     num_frames: int = Field(default=C.VIDEO_NUM_FRAMES, ge=1)
     audio_source: Literal["auto", "column", "video"] = "auto"
@@ -105,10 +109,6 @@ class DataSettings(_Strict):
     thermal: SynthesisSettings = SynthesisSettings()
     synthesis: SynthesisPoolSettings = SynthesisPoolSettings()
     decode: DecodeSettings = DecodeSettings()
-    object_store_budget_mb: int | None = Field(default=None, gt=0)
-    # Keep the decoded training rows in the object store when they fit this budget: passes after the first
-    # read them instead of decoding again (no actor pool start-up and model loading per pass). None: stream.
-    cache_mb: int | None = Field(default=None, gt=0)
     # Multi-view captions (raybind.data.captions): view name -> sampling weight; each pass draws one view per
     # row. None: `text` is one caption. Validation always uses `val_caption_view` (default: the heaviest).
     caption_views: dict[str, float] | None = None
@@ -135,6 +135,7 @@ class DataSettings(_Strict):
         return self
 
     def validation_view(self) -> str | None:
+        """The caption view validation and inference read (None: `text` is one caption)."""
         if self.caption_views is None:
             return None
         return self.val_caption_view or max(self.caption_views, key=lambda v: (self.caption_views[v], v))
@@ -150,45 +151,98 @@ class DataSettings(_Strict):
         return value
 
 
-class LoraFields(_Strict):
-    r: int = Field(ge=1)
-    alpha: int = Field(default=C.LORA_ALPHA, ge=1)
-    dropout: float = Field(default=0.0, ge=0, lt=1)
+class DataSettings(MediaSettings):
+    """The run's data: its manifests (or built datasets), demo generation and object-store budgets, plus
+    the media settings it trains with."""
+
+    train: str                            # manifest (parquet/jsonl/csv) or a built dataset folder, local or s3://
+    val: str | None = None
+    demo: dict[str, Any] | None = None    # generate demo data at `train`/`val` when missing (see raybind.data.demo_data)
+    object_store_budget_mb: int | None = Field(default=None, gt=0)
+    # Keep the decoded training rows in the object store when they fit this budget: passes after the first
+    # read them instead of decoding again (no actor pool start-up and model loading per pass). None: stream.
+    cache_mb: int | None = Field(default=None, gt=0)
+
+    def media(self) -> MediaSettings:
+        """The media settings alone (what a checkpoint saves)."""
+        return MediaSettings(**{name: getattr(self, name) for name in MediaSettings.model_fields})
 
 
-class TowerFields(_Strict):
-    # training settings (not part of the checkpoint's model identity)
-    mask_ratio: float | None = Field(default=None, ge=0, lt=1)          # None: LanguageBind's ratio
-    temperature: float = Field(default=C.TEMPERATURE_INIT, gt=0, le=1)  # initial; logit scale = 1/temperature
-    learn_temperature: bool = True                                      # False: fixed at `temperature`
-    lora: LoraFields | None | Literal["default"] = "default"   # null: full fine-tuning
-    lr: float | None = Field(default=None, gt=0)
-    temporal: Literal["attention", "mean"] = "attention"
-    weight: float = Field(default=1.0, gt=0)   # share of training steps this tower gets
-    grad_checkpointing: bool = False           # recompute block activations in backward (larger per-GPU batches)
-    images: bool = False                       # video only: rows with an image and no video feed it as 1-frame clips
-    preprocess: dict[str, Any] = Field(default_factory=dict)
+@dataclass(frozen=True)
+class TowerSettings(TowerConfig):
+    """A tower as a run sets it: the model's own tower settings (`encoders.config.TowerConfig`: mask ratio,
+    LoRA, temperature, temporal mode, preprocessing; their defaults and checks live there) plus how this
+    run trains it. Unset mask ratio and LoRA take LanguageBind's for the modality (`encoders.modalities`),
+    preprocessing the preset's; `RayBindConfig` fills them in before validation."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+    lr: float | None = None             # None: LanguageBind's learning rate for the modality
+    weight: float = 1.0                 # share of training steps this tower gets
+    grad_checkpointing: bool = False    # recompute block activations in backward (larger per-GPU batches)
+    images: bool = False                # video only: rows with an image and no video feed it as 1-frame clips
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"{self.modality}.lr must be positive, got {self.lr}")
+        if self.weight <= 0:
+            raise ValueError(f"{self.modality}.weight must be positive, got {self.weight}")
+
+    def tower_config(self) -> TowerConfig:
+        """The model library's tower (what the checkpoint records), without the run's training fields."""
+        return TowerConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TowerConfig)})
 
 
-class TextFields(_Strict):
-    kind: Literal["open_clip", "hf"] = "open_clip"
-    name: str | None = None
-    context_length: int = Field(default=C.TEXT_CONTEXT_LENGTH, ge=8)
-    projection_dim: int | None = Field(default=None, ge=1)
+class ModelSettings(_Strict):
+    """The bind model: `encoders.config.ModelConfig`'s backbone and language tower, towers keyed by modality."""
 
-
-class ModelFields(_Strict):
-    preset: str = "tiny"
-    pretrained: str | None = None
-    init_seed: int = 0
-    text: TextFields = TextFields()
-    towers: dict[str, TowerFields] = Field(default_factory=dict)
+    preset: str = ModelConfig.preset
+    pretrained: str | None = ModelConfig.pretrained
+    init_seed: int = ModelConfig.init_seed
+    text: TextConfig = Field(default_factory=TextConfig)
+    towers: dict[str, TowerSettings] = Field(default_factory=dict)
 
     @field_validator("preset")
     @classmethod
     def _preset(cls, value: str) -> str:
         get_preset(value)  # raises with the valid choices
         return value
+
+
+def _resolved_towers(tree: Any) -> Any:
+    """Fill each trained modality's tower with its defaults before validation: its name, LanguageBind's
+    mask ratio and LoRA where unset (`null` mask ratio or `lora: default` say so too), the preset's
+    preprocessing with `data.num_frames`, the config's own preprocess keys over both. Anything malformed is
+    left for validation to report."""
+    if not isinstance(tree, dict) or not isinstance(tree.get("data"), dict):
+        return tree
+    model = tree.get("model") or {}
+    modalities = tree["data"].get("modalities", MediaSettings.model_fields["modalities"].default)
+    towers = model.get("towers") or {} if isinstance(model, dict) else None
+    if not isinstance(towers, dict) or not isinstance(modalities, (list, tuple)) or \
+            any(m not in MODALITIES for m in modalities):
+        return tree
+    try:
+        preset = get_preset(model.get("preset", ModelConfig.preset))
+    except (ValueError, KeyError, TypeError):
+        return tree
+    num_frames = tree["data"].get("num_frames", C.VIDEO_NUM_FRAMES)
+    # a tower no modality trains gets its name only (the after-validator reports it as not listed)
+    resolved = {m: {**v, "modality": m} if isinstance(v, dict) else v for m, v in towers.items()}
+    for modality in modalities:
+        given = towers.get(modality) or {}
+        if not isinstance(given, dict):
+            continue
+        paper = TowerConfig.languagebind(modality)
+        tower = {**given, "modality": modality,
+                 "preprocess": {**preset.preprocess(modality).to_dict(), "num_frames": num_frames,
+                                **(given.get("preprocess") or {})}}
+        if tower.get("mask_ratio") is None:
+            tower["mask_ratio"] = paper.mask_ratio
+        if tower.get("lora", "default") == "default":
+            tower["lora"] = dataclasses.asdict(paper.lora)
+        resolved[modality] = tower
+    return {**tree, "model": {**model, "towers": resolved}}
 
 
 class StageSettings(_Strict):
@@ -299,10 +353,15 @@ class RayBindConfig(_Strict):
     seed: int = 0
     ray: RaySettings = RaySettings()
     data: DataSettings
-    model: ModelFields = ModelFields()
+    model: ModelSettings = ModelSettings()
     train: TrainSettings = TrainSettings()
     sweep: SweepSettings | None = None
     inference: InferenceSettings = InferenceSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tower_defaults(cls, tree: Any) -> Any:
+        return _resolved_towers(tree)
 
     @model_validator(mode="after")
     def _towers_cover_modalities(self) -> "RayBindConfig":
@@ -311,8 +370,8 @@ class RayBindConfig(_Strict):
             raise ValueError(f"model.towers has {extra} which data.modalities does not list")
         if self.sweep is not None and self.sweep.metric.startswith("val") and not self.data.val:
             raise ValueError(f"sweep.metric {self.sweep.metric} needs validation data: set data.val")
-        for modality, fields in self.model.towers.items():
-            if fields.images and not REGISTRY[modality].temporal:
+        for modality, tower in self.model.towers.items():
+            if tower.images and not REGISTRY[modality].temporal:
                 raise ValueError(f"model.towers.{modality}.images: only the video tower takes images as 1-frame clips")
         if self.video_takes_images() and "audio" in self.data.modalities:
             raise ValueError("model.towers.video.images: image rows carry no audio; train the audio tower in a "
@@ -332,53 +391,78 @@ class RayBindConfig(_Strict):
         return self
 
     def video_takes_images(self) -> bool:
-        return "video" in self.data.modalities and self.tower_fields("video").images
+        """The video tower also takes image rows as 1-frame clips (`model.towers.video.images`)."""
+        return "video" in self.data.modalities and self.tower("video").images
 
-    def model_config_for_encoders(self) -> ModelConfig:
-        """The `encoders` model config: paper defaults per modality, overridden by this config's fields."""
-        preset = get_preset(self.model.preset)
-        towers = []
-        for modality in self.data.modalities:
-            fields = self.tower_fields(modality)
-            paper = TowerConfig.languagebind(modality)
-            pre = preset.preprocess(modality)
-            pre = PreprocessConfig.from_dict({**pre.to_dict(), "num_frames": self.data.num_frames, **fields.preprocess})
-            if fields.lora == "default":
-                lora = paper.lora
-            elif fields.lora is None:
-                lora = None
-            else:
-                lora = LoraSettings(r=fields.lora.r, alpha=fields.lora.alpha, dropout=fields.lora.dropout)
-            towers.append(TowerConfig(
-                modality=modality,
-                mask_ratio=paper.mask_ratio if fields.mask_ratio is None else fields.mask_ratio,
-                lora=lora, temporal=fields.temporal, preprocess=pre, temperature=fields.temperature,
-                learn_temperature=fields.learn_temperature))
-        text = TextConfig(kind=self.model.text.kind, name=self.model.text.name,
-                          context_length=self.model.text.context_length, projection_dim=self.model.text.projection_dim)
+    def encoder_config(self) -> ModelConfig:
+        """The `encoders` model this run trains (towers in `data.modalities` order)."""
         return ModelConfig(preset=self.model.preset, pretrained=self.model.pretrained, init_seed=self.model.init_seed,
-                           text=text, towers=tuple(towers))
+                           text=self.model.text,
+                           towers=tuple(self.tower(m).tower_config() for m in self.data.modalities))
 
-    def inference_data(self) -> dict[str, Any]:
-        """The data settings that decide how media becomes tower input (frames, audio source, synthesizers,
-        decoding); saved in checkpoints so evaluation and embedding decode as training did. Manifests,
-        demo and cache settings are the run's own and stay out."""
-        return self.data.model_dump(mode="json", exclude={"train", "val", "demo", "cache_mb", "object_store_budget_mb"})
-
-    def tower_fields(self, modality: str) -> TowerFields:
-        return self.model.towers.get(modality, TowerFields())
+    def tower(self, modality: str) -> TowerSettings:
+        """A trained modality's tower settings, defaults filled in."""
+        return self.model.towers[modality]
 
     def compile_enabled(self) -> bool:
+        """torch.compile the tower blocks: `train.compile` on, or auto on GPUs."""
         return self.train.compile == "on" or (self.train.compile == "auto" and self.train.use_gpu)
 
     def learning_rates(self) -> dict[str, float]:
-        return {m: (self.tower_fields(m).lr or REGISTRY[m].learning_rate) for m in self.data.modalities}
+        """Per tower: its `lr`, else LanguageBind's for the modality."""
+        return {m: (self.tower(m).lr or REGISTRY[m].learning_rate) for m in self.data.modalities}
 
     def tower_weights(self) -> dict[str, float]:
-        return {m: self.tower_fields(m).weight for m in self.data.modalities}
+        """Per tower: its share of training steps."""
+        return {m: self.tower(m).weight for m in self.data.modalities}
 
     def hash(self) -> str:
+        """A short digest of the whole validated config (reported with the plan and the run summary)."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class InferenceConfig(_Strict):
+    """What evaluation, embedding and queries run with: a checkpoint's media settings (`data`), the model
+    actor pool and Ray. Built by `raybind.evaluate.settings` from the checkpoint; `--set` overrides any field."""
+
+    data: MediaSettings
+    inference: InferenceSettings = InferenceSettings()
+    ray: RaySettings = RaySettings()
+
+    def video_takes_images(self) -> bool:
+        """Inference embeds images with an image tower only, never as 1-frame clips of a video tower."""
+        return False
+
+
+# Either config where only media, Ray and the inference pool matter (decoding, synthesis, starting Ray):
+# both carry `data` (media settings), `ray`, `inference` and `video_takes_images()`.
+MediaRunConfig = RayBindConfig | InferenceConfig
+
+# Key in a checkpoint's `raybind.json` that holds the run's `MediaSettings`.
+CHECKPOINT_MEDIA_KEY = "data"
+
+
+def saved_media_settings(checkpoint_meta: dict[str, Any]) -> MediaSettings | None:
+    """The media settings a checkpoint was trained with (None for checkpoints written before they were kept)."""
+    saved = checkpoint_meta.get(CHECKPOINT_MEDIA_KEY)
+    if not saved:
+        return None
+    try:
+        return MediaSettings.model_validate(saved)
+    except ValidationError as error:
+        raise ConfigError(f"the checkpoint's {CHECKPOINT_MEDIA_KEY!r} settings: "
+                          f"{format_validation_error(error)}") from None
+
+
+def inference_config(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> InferenceConfig:
+    """Validate an inference config from media settings (a `MediaSettings` tree) and `--set` overrides."""
+    tree: dict[str, Any] = {"data": data}
+    for item in overrides:
+        set_dotted(tree, *parse_override(item))
+    try:
+        return InferenceConfig.model_validate(tree)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error)) from None
 
 
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

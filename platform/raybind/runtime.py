@@ -9,7 +9,7 @@ import sys
 import ray
 from ray.data import DataContext
 
-from raybind.config import RayBindConfig
+from raybind.config import MediaRunConfig
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def start_ray(address: str | None = None, num_cpus: float | None = None,
              log_to_driver=verbose)
 
 
-def init_ray(cfg: RayBindConfig) -> None:
+def init_ray(cfg: MediaRunConfig) -> None:
     """Start or join Ray as the config says and apply its Ray Data settings."""
     start_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_memory_mb, verbose=cfg.ray.verbose,
               hub_offline=cfg.ray.hub_offline)
@@ -92,7 +92,7 @@ def pin_data_bookkeeping_to_driver() -> None:
     get_or_create_usage_collection_actor()
 
 
-def configure_data_context(cfg: RayBindConfig) -> None:
+def configure_data_context(cfg: MediaRunConfig) -> None:
     ctx = DataContext.get_current()
     bars = {"on": True, "off": False}.get(cfg.ray.progress_bars, sys.stdout.isatty())
     ctx.enable_progress_bars = bars

@@ -87,7 +87,7 @@ def test_mask_ratio_and_temperature_are_training_settings_outside_the_model_iden
     checkpoint of one setting loads into a model built with another."""
     import dataclasses
 
-    from encoders.checkpoint import config_hash, load_into, read_manifest
+    from encoders.checkpoint import config_hash, load_into, read_metadata
 
     config = languagebind_config("tiny", ["depth"])
     swept = dataclasses.replace(config, towers=(dataclasses.replace(
@@ -100,7 +100,7 @@ def test_mask_ratio_and_temperature_are_training_settings_outside_the_model_iden
     groups = parameter_groups(model.towers, {"depth": 1e-3})
     assert all(p is not tower.log_logit_scale for g in groups for p in g["params"])  # fixed: never optimised
     save_model(model, tmp_path / "ckpt")
-    manifest = read_manifest(tmp_path / "ckpt")
+    manifest = read_metadata(tmp_path / "ckpt")
     assert "mask_ratio" not in json.dumps(manifest["model"]) and "temperature" not in json.dumps(manifest["model"])
     other = BindModel(config)  # paper defaults: mask 0.5, temperature 0.07, learned
     load_into(other, tmp_path / "ckpt")

@@ -37,7 +37,7 @@ def test_set_overrides_any_dotted_field(tmp_path):
     cfg = load_config(path, ["train.steps=7", "model.towers.video.mask_ratio=0.6", "data.depth.model=/w/glpn",
                              "ray.num_cpus=3"])
     assert cfg.train.steps == 7 and cfg.data.depth.model == "/w/glpn" and cfg.ray.num_cpus == 3
-    assert cfg.model_config_for_encoders().tower("video").mask_ratio == 0.6
+    assert cfg.encoder_config().tower("video").mask_ratio == 0.6
     with pytest.raises(ConfigError, match="dotted.path=value"):
         load_config(path, ["train.steps"])
     with pytest.raises(ConfigError, match=r"train\.steps: Input should be a valid integer"):
@@ -59,7 +59,7 @@ def test_on_off_settings_take_yaml_booleans_as_the_words_written(tmp_path):
 
 def test_paper_defaults_fill_unset_tower_fields():
     cfg = validate({**BASE, "data": {**BASE["data"], "modalities": ["video", "audio", "depth", "thermal"]}})
-    model = cfg.model_config_for_encoders()
+    model = cfg.encoder_config()
     assert {t.modality: t.mask_ratio for t in model.towers} == {"video": 0.3, "audio": 0.1, "depth": 0.5, "thermal": 0.5}
     assert {t.modality: t.lora.r for t in model.towers} == {"video": 16, "audio": 16, "depth": 2, "thermal": 2}
     assert cfg.learning_rates() == {"video": 1e-4, "audio": 1e-3, "depth": 5e-4, "thermal": 1e-4}
@@ -129,3 +129,43 @@ def test_worker_threads_follow_the_cpu_reservation_unless_set():
     assert validate({**BASE, "train": {"cpus_per_worker": 0.5, "torch_threads": 2}}).train.threads() == 2
     with pytest.raises(ConfigError, match=r"train\.torch_threads: Input should be greater than or equal to 1"):
         validate({**BASE, "train": {"torch_threads": 0}})
+
+
+def test_tower_settings_are_the_model_librarys_own_dataclass_validated_once():
+    """Each model field, default and range check lives once, in `encoders.config`: the run config
+    validates those dataclasses and only adds how the run trains a tower."""
+    from encoders.config import LoraSettings, TowerConfig
+
+    cfg = validate({**BASE, "model": {"towers": {"audio": {"lora": {"r": 4}, "lr": 3e-4}}}})
+    audio = cfg.tower("audio")
+    assert isinstance(audio, TowerConfig) and audio.lora == LoraSettings(r=4) and audio.lr == 3e-4
+    assert type(cfg.encoder_config().tower("audio")) is TowerConfig   # the checkpoint's tower, no run fields
+    assert cfg.tower("video").preprocess.image_size == 64              # the tiny preset's, not the dataclass's 224
+    for towers, message in [({"video": {"mask_ratio": 1.5}}, r"model\.towers\.video: .*mask_ratio must be in \[0, 1\)"),
+                            ({"video": {"lora": {"r": 0}}}, r"model\.towers\.video\.lora: .*r and alpha must be >= 1"),
+                            ({"video": {"maskratio": 0.2}}, r"model\.towers\.video\.maskratio: Unexpected keyword"),
+                            ({"video": {"temporal": "lstm"}}, r"model\.towers\.video\.temporal: Input should be"),
+                            ({"video": {"weight": 0}}, r"model\.towers\.video: .*weight must be positive")]:
+        with pytest.raises(ConfigError, match=message):
+            validate({**BASE, "model": {"towers": towers}})
+    with pytest.raises(ConfigError, match=r"model\.text: .*text\.name is required"):
+        validate({**BASE, "model": {"text": {"kind": "hf"}}})
+
+
+def test_a_checkpoint_keeps_its_media_settings_as_one_typed_object():
+    """Evaluation reads the run's media settings back from `raybind.json` and applies `--set` to an
+    inference config: no stand-in run config, and the run's manifests stay out."""
+    from raybind.config import CHECKPOINT_MEDIA_KEY, MediaSettings, saved_media_settings
+    from raybind.evaluate.settings import checkpoint_inference_config
+
+    cfg = validate({**BASE, "data": {**BASE["data"], "num_frames": 4, "cache_mb": 64,
+                                     "depth": {"model": "/w/glpn"}}})
+    media = cfg.data.media()
+    assert type(media) is MediaSettings and "train" not in media.model_dump() and "cache_mb" not in media.model_dump()
+    meta = {"model": cfg.encoder_config().to_dict(), CHECKPOINT_MEDIA_KEY: media.model_dump(mode="json")}
+    assert saved_media_settings(meta) == media and saved_media_settings({"model": meta["model"]}) is None
+    inference = checkpoint_inference_config(meta, ["video"], ["inference.max_actors=3", "ray.num_cpus=2"])
+    assert (inference.data.num_frames, inference.data.depth.model) == (4, "/w/glpn")
+    assert (inference.inference.max_actors, inference.ray.num_cpus, inference.data.modalities) == (3, 2, ("video",))
+    with pytest.raises(ConfigError, match=r"model: Extra inputs are not permitted"):
+        checkpoint_inference_config(meta, ["video"], ["model.preset=vit-l-14"])

@@ -77,11 +77,11 @@ def test_training_to_s3_checkpoints_adapters_and_counts(ray_cluster, demo, s3_bu
                                                             "trained.safetensors"}
     assert json.loads((local / "progress.json").read_text())["step"] == 10
     # the adapters load onto the plain backbone with peft itself
-    from encoders.checkpoint import read_manifest
+    from encoders.checkpoint import read_metadata
     from encoders.config import ModelConfig
     from encoders.model import bare_backbone
 
-    config = ModelConfig.from_dict(read_manifest(local)["model"])
+    config = ModelConfig.from_dict(read_metadata(local)["model"])
     for modality in ("video", "audio"):
         backbone = bare_backbone(config, modality)
         trained = load_file(str(local / modality / "trained.safetensors"))

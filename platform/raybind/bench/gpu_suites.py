@@ -84,7 +84,7 @@ def tower_step_figures(cfg: RayBindConfig, steps: int, device: torch.device,
     flops = 3 * forward_flops_per_sample(cfg, model, modality) * rate
     figures = {"batch": cfg.train.batch_size, "grad_accum": accum, "samples_per_s": round(rate, 2),
                "model_tflops": round(flops / 1e12, 3), "compile": cfg.compile_enabled(),
-               "grad_checkpointing": cfg.tower_fields(modality).grad_checkpointing}
+               "grad_checkpointing": cfg.tower(modality).grad_checkpointing}
     if peak_tflops:
         figures["mfu"] = round(flops / (peak_tflops * 1e12), 4)
     if device.type == "cuda":

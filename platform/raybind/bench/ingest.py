@@ -157,7 +157,7 @@ def run_decode_bound(cfg: RayBindConfig, max_rows: int = 240) -> dict:
     """Sequential OpenCV decoding of the same frames, nothing else: the floor any loader pays. A rate, so
     the first `max_rows` rows (which cycle over every clip file) measure it."""
     rows = _manifest_rows(cfg)[:max_rows]
-    size = cfg.model_config_for_encoders().tower("video").preprocess.image_size
+    size = cfg.encoder_config().tower("video").preprocess.image_size
     start = time.perf_counter()
     for row in rows:
         media.decode_video(row["video"], cfg.data.num_frames, size)

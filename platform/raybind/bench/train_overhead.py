@@ -33,7 +33,7 @@ def _plain_loop(cfg: RayBindConfig, batches: list[dict[str, torch.Tensor]]) -> f
     """The same step as the Ray worker (same function), timed over the second half like the worker's last window."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    model = BindModel(cfg.model_config_for_encoders()).train()
+    model = BindModel(cfg.encoder_config()).train()
     optimizer = build_optimizer(parameter_groups(model.towers, cfg.learning_rates()))
     scheduler = cosine_with_warmup(optimizer, 0, cfg.train.steps)
     half = cfg.train.steps // 2

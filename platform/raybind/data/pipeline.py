@@ -21,7 +21,7 @@ from encoders.backbone import WEIGHT_SUFFIXES
 from encoders.config import ModelConfig
 from encoders.modalities import REGISTRY, SYNTHESIZABLE
 from raybind import storage
-from raybind.config import RayBindConfig, SynthesisPoolSettings, SynthesisSettings
+from raybind.config import MediaRunConfig, RayBindConfig, SynthesisPoolSettings, SynthesisSettings
 from raybind.data.batch_format import FRAMES, SHIPPED_DTYPE, DecodeSpec, decoded_template, synthesized_shape
 from raybind.data.decode import decode_batch
 from raybind.errors import InputError
@@ -43,7 +43,7 @@ class Stream:
     source: str
 
 
-def synthesis_settings(cfg: RayBindConfig) -> dict[str, SynthesisSettings]:
+def synthesis_settings(cfg: MediaRunConfig) -> dict[str, SynthesisSettings]:
     """The trained modalities that the synthesis pool makes from frames, with their settings. A model
     given as a local relative path is made absolute here, so actors find it whatever their working dir."""
     settings = {m: getattr(cfg.data, m) for m in SYNTHESIZABLE
@@ -52,7 +52,7 @@ def synthesis_settings(cfg: RayBindConfig) -> dict[str, SynthesisSettings]:
             for m, s in settings.items()}
 
 
-def check_synthesizer_paths(cfg: RayBindConfig) -> None:
+def check_synthesizer_paths(cfg: MediaRunConfig) -> None:
     """A synthesizer named by a local path that is not there fails now, naming the field, not later inside
     an actor. Hub names (`org/model`) and remote URIs are left to the loader."""
     for modality, settings in synthesis_settings(cfg).items():
@@ -65,11 +65,11 @@ def check_synthesizer_paths(cfg: RayBindConfig) -> None:
                              "the quickstart or `jobs/make_demo_data.py --synthesizers` first)")
 
 
-def decode_spec(cfg: RayBindConfig, manifest_uri: str, quarantine_uri: str, media_columns: list[str],
+def decode_spec(cfg: MediaRunConfig, manifest_uri: str, quarantine_uri: str, media_columns: list[str],
                 model: ModelConfig | None = None) -> DecodeSpec:
     """How rows decode for `cfg`'s data settings and a model's preprocessing (default: the config's model;
     inference passes the checkpoint's)."""
-    model = model or cfg.model_config_for_encoders()
+    model = model or cfg.encoder_config()
     image_size = model.towers[0].preprocess.image_size
     audio = next((t.preprocess for t in model.towers if REGISTRY[t.modality].tower_input == "spectrogram"),
                  model.towers[0].preprocess)
@@ -192,7 +192,7 @@ def _pool_strategy(pool: SynthesisPoolSettings) -> ActorPoolStrategy:
     return ActorPoolStrategy(min_size=pool.actors, max_size=pool.max_actors or pool.actors)
 
 
-def placement_args(cfg: RayBindConfig, part: str) -> dict[str, dict[str, float]]:
+def placement_args(cfg: MediaRunConfig, part: str) -> dict[str, dict[str, float]]:
     """Ray remote args that pin a stage to the `data` or `train` nodes (`ray.placement`); none on one machine."""
     resources = getattr(cfg.ray.placement, part)
     return {"resources": dict(resources)} if resources else {}

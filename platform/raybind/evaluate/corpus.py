@@ -30,7 +30,7 @@ from raybind.data.manifest import load_manifest
 from raybind.errors import InputError
 from raybind.evaluate.embed import Embedder, read_checkpoint, resolve_checkpoint
 from raybind.evaluate.inference import embedding_stream, run
-from raybind.evaluate.settings import available_modalities, inference_config
+from raybind.evaluate.settings import available_modalities, checkpoint_inference_config
 from raybind.runtime import init_ray
 
 INDEX_FILE = "index.json"
@@ -103,7 +103,7 @@ def embed_corpus(checkpoint: str, data: str, output: str, shard_rows: int = 1024
     """Embed every row of a manifest (or a media folder) into Parquet shards under `output`; resumable."""
     checkpoint = resolve_checkpoint(checkpoint)
     output = storage.absolute(output)
-    model, ckpt_manifest = read_checkpoint(checkpoint)
+    model, ckpt_meta = read_checkpoint(checkpoint)
     table, manifest_uri = _load_rows(data)
     media_columns = [c for c in MODALITIES if c in table.column_names]
     modalities = available_modalities(model.modalities, media_columns, {}, synthesize=False)
@@ -111,8 +111,8 @@ def embed_corpus(checkpoint: str, data: str, output: str, shard_rows: int = 1024
     if not modalities and not with_text:
         raise InputError(f"{storage.redact(data)} has no text and no media for the checkpoint's towers "
                          f"{model.modalities} (its columns: {table.column_names})")
-    cfg = inference_config(ckpt_manifest, manifest_uri, modalities or model.modalities, overrides,
-                           synthesize=False, media_columns=media_columns)
+    cfg = checkpoint_inference_config(ckpt_meta, modalities or model.modalities, overrides,
+                                      synthesize=False, media_columns=media_columns)
     init_ray(cfg)
     quarantine_uri = storage.join(output, quarantine.QUARANTINE_DIR)
     shards = max(1, -(-table.num_rows // shard_rows))

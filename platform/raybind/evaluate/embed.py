@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from encoders import BindModel
-from encoders.checkpoint import MANIFEST, load_model
+from encoders.checkpoint import METADATA_FILE, load_model
 from encoders.modalities import modality as modality_spec
 from raybind import storage
 from raybind.data import media
@@ -34,7 +34,7 @@ from raybind.data.batch_format import DecodeSpec
 from raybind.data.decode import RowFailed, as_column, decode_media, depth_map, mel
 from raybind.data.tower_input import tower_input
 from raybind.errors import InputError
-from raybind.evaluate.settings import inference_config, inference_spec
+from raybind.evaluate.settings import checkpoint_inference_config, inference_spec
 
 MediaInput = str | bytes | np.ndarray
 SUMMARY = "summary.json"
@@ -46,14 +46,14 @@ class CheckpointError(InputError):
 
 def resolve_checkpoint(uri: str) -> str:
     """A checkpoint folder, or a run folder whose `summary.json` names its final checkpoint."""
-    if storage.exists(storage.join(uri, MANIFEST)):
+    if storage.exists(storage.join(uri, METADATA_FILE)):
         return uri
     summary_uri = storage.join(uri, SUMMARY)
     if storage.exists(summary_uri):
         checkpoint = json.loads(storage.read_text(summary_uri)).get("checkpoint")
-        if checkpoint and storage.exists(storage.join(checkpoint, MANIFEST)):
+        if checkpoint and storage.exists(storage.join(checkpoint, METADATA_FILE)):
             return checkpoint
-    raise CheckpointError(f"not a RayBind checkpoint (no {MANIFEST}) nor a run folder with one: "
+    raise CheckpointError(f"not a RayBind checkpoint (no {METADATA_FILE}) nor a run folder with one: "
                           f"{storage.redact(uri)}")
 
 
@@ -62,8 +62,8 @@ def read_checkpoint(uri: str) -> tuple[BindModel, dict[str, Any]]:
     uri = resolve_checkpoint(uri)
     with storage.local_dir(uri) as folder:  # a remote checkpoint is copied once, read, then deleted
         model = load_model(folder)
-        manifest = json.loads(open(os.path.join(folder, MANIFEST)).read())
-    return model.eval(), manifest
+        meta = json.loads(open(os.path.join(folder, METADATA_FILE)).read())
+    return model.eval(), meta
 
 
 def inference_device(prefer_gpu: bool = True) -> torch.device:
@@ -181,7 +181,7 @@ def decoded_array(modality: str, array: np.ndarray, spec: DecodeSpec) -> np.ndar
 def load(checkpoint: str, device: str | None = None, data_overrides: Sequence[str] = ()) -> Embedder:
     """An `Embedder` for a checkpoint (or run folder), local or `s3://`, with the preprocessing it was
     trained with. `device`: "cpu", "cuda" (default: a GPU when present)."""
-    model, manifest = read_checkpoint(checkpoint)
-    cfg = inference_config(manifest, "", model.modalities, data_overrides, synthesize=False)
+    model, meta = read_checkpoint(checkpoint)
+    cfg = checkpoint_inference_config(meta, model.modalities, data_overrides, synthesize=False)
     return Embedder(model, inference_spec(cfg, model.config, ""), torch.device(device) if device else None)
 

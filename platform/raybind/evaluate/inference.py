@@ -16,7 +16,7 @@ import ray
 from ray.data import ActorPoolStrategy, Dataset
 
 from encoders.config import ModelConfig
-from raybind.config import RayBindConfig
+from raybind.config import InferenceConfig
 from raybind.data.batch_format import ID, PASSTHROUGH, TEXT, TEXT_EMBEDDING, TOKENS, DecodeSpec, embedding_column
 from raybind.data.pipeline import decode_stages, manifest_blocks, placement_args
 from raybind.evaluate.embed import Embedder, inference_device, read_checkpoint
@@ -45,13 +45,13 @@ class EmbedStage:
         return out
 
 
-def _gpus_per_actor(cfg: RayBindConfig) -> float:
+def _gpus_per_actor(cfg: InferenceConfig) -> float:
     if cfg.inference.num_gpus is not None:
         return cfg.inference.num_gpus
     return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
 
 
-def embedding_stream(cfg: RayBindConfig, model: ModelConfig, checkpoint: str, table: pa.Table, manifest_uri: str,
+def embedding_stream(cfg: InferenceConfig, model: ModelConfig, checkpoint: str, table: pa.Table, manifest_uri: str,
                      quarantine_uri: str, modalities: Sequence[str], with_text: bool = True) -> Dataset:
     """Lazy: manifest rows -> decode (and synthesis) -> model actors -> embedding columns."""
     spec = inference_spec(cfg, model, manifest_uri, quarantine_uri, [c for c in table.column_names], with_text)

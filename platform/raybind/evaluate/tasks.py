@@ -26,9 +26,10 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from encoders.checkpoint import MANIFEST
+from encoders.checkpoint import METADATA_FILE
 from encoders.modalities import MODALITIES
 from raybind import storage
+from raybind.config import saved_media_settings
 from raybind.data import quarantine
 from raybind.data.batch_format import FOLD, ID, LABEL, TEXT, TEXT_EMBEDDING, embedding_column
 from raybind.data.manifest import load_manifest
@@ -40,10 +41,9 @@ from raybind.evaluate.embed import Embedder, read_checkpoint, resolve_checkpoint
 from raybind.evaluate.inference import collect, embedding_stream
 from raybind.evaluate.prompts import class_embeddings, templates_for
 from raybind.evaluate.report import write_report
-from raybind.evaluate.settings import available_modalities, inference_config
+from raybind.evaluate.settings import available_modalities, checkpoint_inference_config
 from raybind.ranking import classification_scores, confusion_matrix, recall_curve, retrieval_scores
 from raybind.runtime import init_ray
-from raybind.train.state import saved_data_settings
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def evaluate(checkpoint: str, output: str, data: str | None = None, benchmark: s
         raise InputError("give either a manifest (--data) or a benchmark (--benchmark with --root)")
     started = time.perf_counter()
     checkpoint = resolve_checkpoint(checkpoint)
-    ckpt_manifest = json.loads(storage.read_text(storage.join(checkpoint, MANIFEST)))
+    ckpt_meta = json.loads(storage.read_text(storage.join(checkpoint, METADATA_FILE)))
     output = storage.absolute(output)
     classes, defaults = None, None
     if benchmark is not None:
@@ -180,14 +180,14 @@ def evaluate(checkpoint: str, output: str, data: str | None = None, benchmark: s
         manifest_uri = data
         table = load_manifest(data, [], required=(ID,)).table
     media_columns = [c for c in MODALITIES if c in table.column_names]
-    towers = [t["modality"] for t in ckpt_manifest["model"]["towers"]]
-    modalities = available_modalities(towers, media_columns, saved_data_settings(ckpt_manifest), synthesize=True)
+    towers = [t["modality"] for t in ckpt_meta["model"]["towers"]]
+    modalities = available_modalities(towers, media_columns, saved_media_settings(ckpt_meta), synthesize=True)
     if not modalities:
         raise InputError(f"the manifest's media columns {media_columns} feed none of the checkpoint's towers {towers}")
     chosen = choose_tasks(tasks, defaults, applicable_tasks(table.column_names, modalities))
     if LABEL in table.column_names and classes is None:
         classes = tuple(sorted({str(v) for v in table.column(LABEL).to_pylist() if v is not None}))
-    cfg = inference_config(ckpt_manifest, manifest_uri, modalities, overrides, media_columns=media_columns)
+    cfg = checkpoint_inference_config(ckpt_meta, modalities, overrides, media_columns=media_columns)
     check_synthesizer_paths(cfg)
     init_ray(cfg)
     quarantine_uri = storage.join(output, quarantine.QUARANTINE_DIR)

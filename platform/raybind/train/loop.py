@@ -205,7 +205,7 @@ def _report(cfg: RayBindConfig, rank: int, world: int, step: int, progress: dict
     """Metrics every `log_every` steps; with a checkpoint every `checkpoint_every` steps and at the end."""
     metrics = _metrics(step, progress, model, optimizer, meter, world, latest_val)
     if step == cfg.train.steps or (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0):
-        _report_with_checkpoint(rank, metrics, model, optimizer, scheduler, progress, cfg.inference_data())
+        _report_with_checkpoint(rank, metrics, model, optimizer, scheduler, progress, cfg.data.media().model_dump(mode="json"))
     else:
         ray.train.report(metrics)
 

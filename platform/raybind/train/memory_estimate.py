@@ -10,7 +10,7 @@ checkpointing included). The GPU layout is rebuilt on the CPU: frozen weights in
 What the CPU cannot show (CUDA's kernel workspaces, the caching allocator's block rounding, which attention
 kernel runs) is `ALLOCATOR_MARGIN`, calibrated on a measurement: the L/14 video tower with 16 clips
 allocated ~27 GiB on an H100 where this estimates 24.9 GiB, and with 64 clips ran out of 80 GB where this
-estimates 97 GiB (DESIGN.md). The language tower's forward (no gradients, freed within the step) and the
+estimates 97 GiB (docs/gpus.md: the H100 figures). The language tower's forward (no gradients, freed within the step) and the
 raw input batch are not counted; both are small beside a tower's activations.
 """
 
@@ -107,7 +107,7 @@ def estimate_worker_memory(cfg: RayBindConfig, gpu: bool | None = None) -> dict[
     rows = cfg.train.batch_size * accum
     towers: dict[str, int] = {}
     with torch.device("meta"):
-        model = BindModel(dataclasses.replace(cfg.model_config_for_encoders(), pretrained=None))
+        model = BindModel(dataclasses.replace(cfg.encoder_config(), pretrained=None))
     with FakeTensorMode():
         _fake_parameters(model)
         apply_worker_layout(model, cfg, gpu=gpu)

@@ -104,14 +104,14 @@ def training_plan(cfg: RayBindConfig) -> dict[str, Any]:
     from encoders.model import parameter_counts
     from raybind.train.memory_estimate import estimate_worker_memory
 
-    counts = parameter_counts(cfg.model_config_for_encoders())
+    counts = parameter_counts(cfg.encoder_config())
     micro, accum, workers = cfg.train.batch_size, cfg.train.grad_accum, cfg.train.num_workers
     global_batch = micro * accum * workers
     seen_together = global_batch if cfg.train.accumulation == "cached" else micro * workers
     towers = {m: {"trainable_params": c["trainable"], "total_params": c["total"],
                   "mask_ratio": t.mask_ratio, "lora_rank": t.lora.r if t.lora else None,
-                  "grad_checkpointing": cfg.tower_fields(m).grad_checkpointing, "lr": cfg.learning_rates()[m]}
-              for (m, c), t in zip(counts.items(), cfg.model_config_for_encoders().towers)}
+                  "grad_checkpointing": cfg.tower(m).grad_checkpointing, "lr": cfg.learning_rates()[m]}
+              for (m, c), t in zip(counts.items(), cfg.encoder_config().towers)}
     plan: dict[str, Any] = {
         "name": cfg.name, "preset": cfg.model.preset, "towers": towers,
         "trainable_params": sum(c["trainable"] for c in counts.values()),

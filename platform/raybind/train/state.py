@@ -1,8 +1,8 @@
 """Training checkpoints: the model contract of `encoders.checkpoint` plus optimizer and progress beside it.
 
     <checkpoint>/raybind.json, <modality>/...   model (adapters + trained tensors), see encoders.checkpoint;
-                                            raybind.json also keeps the run's data settings (frames,
-                                            synthesizers), so evaluation decodes as training did
+                                            raybind.json also keeps the run's media settings (frames,
+                                            synthesizers: config.MediaSettings), so evaluation decodes as training did
     <checkpoint>/trainer_state.pt               optimizer + LR scheduler state (loaded weights_only=True)
     <checkpoint>/progress.json                  step, epoch, metrics so far
 
@@ -20,24 +20,19 @@ import torch
 
 from encoders import BindModel, save_model
 from encoders.checkpoint import load_into
+from raybind.config import CHECKPOINT_MEDIA_KEY
 
 TRAINER_STATE = "trainer_state.pt"
 PROGRESS = "progress.json"
-DATA_SETTINGS = "data"   # key in raybind.json: `RayBindConfig.inference_data()` of the run
 
 
 def save_training_checkpoint(directory: Path, model: BindModel, optimizer: torch.optim.Optimizer,
                              scheduler: torch.optim.lr_scheduler.LRScheduler, progress: dict[str, Any],
                              data: dict[str, Any] | None = None) -> Path:
-    save_model(model, directory, extra={"step": progress["step"], **({DATA_SETTINGS: data} if data else {})})
+    save_model(model, directory, extra={"step": progress["step"], **({CHECKPOINT_MEDIA_KEY: data} if data else {})})
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, directory / TRAINER_STATE)
     (directory / PROGRESS).write_text(json.dumps(progress, indent=2, sort_keys=True))
     return directory
-
-
-def saved_data_settings(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The run's data settings from a checkpoint's `raybind.json` ({} for checkpoints written before them)."""
-    return dict(manifest.get(DATA_SETTINGS) or {})
 
 
 def load_training_checkpoint(directory: Path, model: BindModel, optimizer: torch.optim.Optimizer,

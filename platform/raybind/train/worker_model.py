@@ -25,7 +25,7 @@ def autocast_for(device: torch.device) -> Callable[[], contextlib.AbstractContex
 
 def build_model(cfg: RayBindConfig, device: torch.device) -> BindModel:
     """The worker's model on `device`: `apply_worker_layout` for it, then `torch.compile` per the config."""
-    model = BindModel(cfg.model_config_for_encoders())
+    model = BindModel(cfg.encoder_config())
     apply_worker_layout(model, cfg, gpu=device.type == "cuda")
     model = model.to(device)
     if cfg.compile_enabled():
@@ -42,7 +42,7 @@ def apply_worker_layout(model: BindModel, cfg: RayBindConfig, gpu: bool) -> None
         cast_frozen_weights(model, torch.bfloat16)
     model.train()
     for modality in model.modalities:
-        model.tower(modality).backbone.set_grad_checkpointing(cfg.tower_fields(modality).grad_checkpointing)
+        model.tower(modality).backbone.set_grad_checkpointing(cfg.tower(modality).grad_checkpointing)
 
 
 def random_step_inputs(model: BindModel, modality: str, batch: int,
