@@ -44,6 +44,7 @@ class SplitAttention(nn.Module):
         return split
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Unmasked self-attention, [batch, tokens, width] -> the same shape (scaled_dot_product_attention)."""
         batch, tokens, width = x.shape
         shape = (batch, tokens, self.heads, width // self.heads)
         q = self.q_proj(x).view(shape).transpose(1, 2)

@@ -42,10 +42,13 @@ class PreprocessConfig:
     random_flip: bool = True
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field as plain values (what the checkpoint's `raybind.json` stores)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PreprocessConfig":
+        """Inverse of `to_dict`: unknown keys are an error, missing ones take their defaults, mean/std lists
+        become tuples again."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -112,6 +115,7 @@ class TowerConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The tower's identity as the checkpoint records it, without training-only fields (mask ratio, temperature)."""
         return {
             "modality": self.modality,
             "lora": None if self.lora is None else dataclasses.asdict(self.lora),
@@ -121,6 +125,7 @@ class TowerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TowerConfig":
+        """Inverse of `to_dict`; training-only fields take their defaults (`mask_ratio` is read when present)."""
         lora = data.get("lora")
         return cls(
             modality=data["modality"],
@@ -163,12 +168,14 @@ class ModelConfig:
     towers: tuple[TowerConfig, ...] = ()
 
     def tower(self, modality: str) -> TowerConfig:
+        """The config of `modality`'s tower; KeyError naming the towers there are."""
         for tower in self.towers:
             if tower.modality == modality:
                 return tower
         raise KeyError(f"no {modality!r} tower; this model has {[t.modality for t in self.towers]}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The model's identity as the checkpoint records it (what `from_dict` rebuilds it from)."""
         return {
             "preset": self.preset,
             "pretrained": self.pretrained,
@@ -179,6 +186,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """Inverse of `to_dict`: a checkpoint reloads onto the architecture it was trained with."""
         return cls(
             preset=data["preset"],
             pretrained=data.get("pretrained"),

@@ -40,22 +40,28 @@ class BindModel(nn.Module):
 
     @property
     def modalities(self) -> list[str]:
+        """The modalities that have a tower, in config order."""
         return list(self.towers.keys())
 
     def tower(self, modality: str) -> ModalityTower:
+        """The tower of `modality`; KeyError naming the towers there are."""
         if modality not in self.towers:
             raise KeyError(f"no {modality!r} tower in this model; it has {self.modalities}")
         return self.towers[modality]
 
     def tower_config(self, modality: str) -> TowerConfig:
+        """The `TowerConfig` (preprocessing included) the tower was built from."""
         return self.tower(modality).config
 
     def train(self, mode: bool = True) -> "BindModel":
+        """`nn.Module.train`, except that the frozen language tower stays in eval mode (no dropout, ever)."""
         super().train(mode)
         self.text.eval()  # frozen: no dropout, ever
         return self
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids [batch, context_length] int -> L2-normalised text embeddings [batch, D] float32, without
+        gradients (the language tower is frozen)."""
         if tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"text tokens must be integer ids [batch, context_length], got {list(tokens.shape)} "
                              f"{tokens.dtype}")
@@ -68,9 +74,11 @@ class BindModel(nn.Module):
         return F.normalize((tower(batch) if frames is None else tower(batch, frames=frames)).float(), dim=-1)
 
     def logit_scale(self, modality: str) -> torch.Tensor:
+        """The modality's logit scale (exp of its clamped learnable log-scale), as its contrastive loss uses it."""
         return self.tower(modality).logit_scale()
 
     def tokenizer(self) -> Tokenizer:
+        """A new tokenizer for the language tower (ids [batch, context_length]); build it once and keep it."""
         return Tokenizer(self.config.text)
 
 

@@ -11,6 +11,8 @@ from encoders.modalities import modality as modality_spec
 
 @dataclass(frozen=True)
 class Preset:
+    """A named backbone: the open_clip CLIP config towers are cut from, plus audio preprocessing overrides."""
+
     name: str
     open_clip_name: str | None          # architecture name known to open_clip (for pretrained tags)
     clip_config: dict[str, Any]         # embed_dim, vision_cfg, text_cfg as open_clip.model.CLIP takes them
@@ -18,10 +20,12 @@ class Preset:
 
     @property
     def image_size(self) -> int:
+        """The ViT's input side in pixels: the default image size of the image-like towers."""
         return int(self.clip_config["vision_cfg"]["image_size"])
 
     @property
     def patch_size(self) -> int:
+        """The ViT's patch side in pixels."""
         return int(self.clip_config["vision_cfg"]["patch_size"])
 
     def preprocess(self, modality: str) -> PreprocessConfig:
@@ -59,6 +63,7 @@ _register(Preset("tiny", None, _TINY, audio_overrides={"mel_bins": 64, "target_l
 
 
 def available_presets() -> list[str]:
+    """Every preset name, the lazily loaded ViTs included (for choices and error messages)."""
     return sorted([*_PRESETS, *_LAZY])
 
 

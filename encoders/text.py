@@ -63,6 +63,8 @@ class OpenClipTextTower(nn.Module):
             "argmax", "eos")
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids [batch, context_length] -> unnormalised features [batch, output_dim]; only the used columns
+        run when that gives the same result."""
         if not self.trims:
             return self.clip.encode_text(tokens)
         from open_clip.transformer import text_global_pool
@@ -105,6 +107,8 @@ class HFTextTower(nn.Module):
             self.output_dim = projection_dim
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids [batch, context_length] -> masked mean of the last hidden states [batch, output_dim],
+        projected when a projection is configured."""
         # Only the columns some caption uses: masked positions add nothing to the pooled features, so
         # dropping all-padding columns changes nothing but the cost (demo captions: 6x faster on a CPU).
         length = used_length(tokens, self.pad_token_id)

@@ -44,6 +44,8 @@ class TowerBlock(nn.Module):
             self.temporal_embedding = None
 
     def forward(self, x: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
+        """x [clips * frames, tokens, width] -> the same shape; with temporal attention and `num_frames` > 1 it
+        first attends across each clip's frames."""
         if self.temporal_attn is not None and num_frames > 1:
             x = self._temporal(x, num_frames)
         x = x + self.ls_1(self.attn(self.ln_1(x)))
@@ -110,6 +112,7 @@ class VisionBackbone(nn.Module):
 
     @property
     def num_patches(self) -> int:
+        """Patch tokens per frame (grid height x width), CLS not included."""
         return self.grid[0] * self.grid[1]
 
     def forward(self, x: torch.Tensor, num_frames: int = 1, mask_ratio: float = 0.0) -> torch.Tensor:
@@ -151,9 +154,11 @@ class ModalityTower(nn.Module):
 
     @property
     def modality(self) -> str:
+        """The modality this tower encodes (from its config)."""
         return self.config.modality
 
     def expected_shape(self) -> str:
+        """The input shape this tower accepts, as text for error messages."""
         pre = self.config.preprocess
         h, w = self.backbone.input_hw
         if self.spec.temporal:

@@ -188,9 +188,12 @@ class MunitGenerator(nn.Module):
         return sum(2 * m.channels for m in self._adain_layers())
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """MUNIT's content code of images [N, 3, H, W] in [-1, 1] (H and W shrink by 2**n_downsample)."""
         return self.enc_content(images)
 
     def decode(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] from a content code under style codes [N, style_dim, 1, 1]. Sets every AdaIN layer's
+        affine from the style MLP first, so concurrent calls on one generator would interfere."""
         params = self.mlp(style)
         for layer in self._adain_layers():
             mean, std = params[:, :layer.channels], params[:, layer.channels:2 * layer.channels]
@@ -211,6 +214,8 @@ class ThermalSynthesizer:
     @classmethod
     def from_munit(cls, rgb_gen: MunitGenerator, thermal_gen: MunitGenerator, style_seed: int = 0,
                    device: str | torch.device = "cpu", max_side: int | None = None) -> "ThermalSynthesizer":
+        """Translate with a MUNIT pair: content from `rgb_gen`, decoded by `thermal_gen` under one style code drawn
+        from `style_seed`, so the same frame always gives the same thermal image."""
         return cls(_MunitTranslate(rgb_gen, thermal_gen, style_seed), device, max_side)
 
     @classmethod

@@ -52,13 +52,15 @@ class PlacementSettings(_Strict):
 
 
 class RaySettings(_Strict):
+    """Where Ray runs (a local Ray with these resources, or a cluster joined by address), its logs and Hub access."""
+
     address: str | None = None            # None: start a local Ray; "auto" or ray://...: connect
     num_cpus: float | None = Field(default=None, gt=0)   # local cluster only
     object_store_memory_mb: int | None = Field(default=None, gt=0)
     progress_bars: AutoSwitch = "auto"  # auto: on for a terminal, off in logs and CI
     verbose: bool = False    # Ray's own logs (per-report dumps, dataset plans, worker output) on the console
     # HF_HUB_OFFLINE for every worker: inherit (the driver's environment; unset means online), on or off.
-    # Air-gapped clusters set "on" and pre-stage weights (README: Run on a cluster).
+    # Air-gapped clusters set "on" and pre-stage weights (docs/clusters.md).
     hub_offline: InheritSwitch = "inherit"
     placement: PlacementSettings = PlacementSettings()
 
@@ -90,6 +92,8 @@ class SynthesisPoolSettings(_Strict):
 
 
 class DecodeSettings(_Strict):
+    """The decode tasks: CPUs each, rows per call, the margin frames ship with (for random crops), FFmpeg threads."""
+
     num_cpus: float = Field(default=0.5, gt=0)
     batch_size: int = Field(default=4, ge=1)
     crop_margin: int = Field(default=0, ge=0)   # frames ship as (size + margin)^2 so training can random-crop
@@ -127,7 +131,7 @@ class MediaSettings(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _val_view(self) -> "DataSettings":
+    def _val_view(self) -> "MediaSettings":
         if self.val_caption_view is not None and (self.caption_views is None or
                                                   self.val_caption_view not in self.caption_views):
             raise ValueError(f"val_caption_view {self.val_caption_view!r} is not one of caption_views "
@@ -264,6 +268,9 @@ class StageSettings(_Strict):
 
 
 class TrainSettings(_Strict):
+    """How the Ray Train run trains: steps, per-worker batch and accumulation, workers and their resources,
+    schedule, and the cadence of logs, validation and checkpoints (optionally in stages)."""
+
     steps: int = Field(default=100, ge=1)
     batch_size: int = Field(default=16, ge=2)          # per worker, per step
     grad_accum: int = Field(default=1, ge=1)
@@ -348,6 +355,9 @@ class SweepSettings(_Strict):
 
 
 class RayBindConfig(_Strict):
+    """One experiment (`configs/*.yaml`). Each tower's defaults are filled in before validation; the sections
+    are then checked against each other (towers vs modalities, stages vs steps, sweep metric vs `data.val`)."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     storage: str = "./runs"
     seed: int = 0
@@ -487,6 +497,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def format_validation_error(error: ValidationError) -> str:
+    """pydantic's errors as one `dotted.path: message` line each, the form every config error takes."""
     lines = []
     for item in error.errors():
         path = ".".join(str(p) for p in item["loc"]) or "<root>"
@@ -495,6 +506,8 @@ def format_validation_error(error: ValidationError) -> str:
 
 
 def validate(tree: dict[str, Any]) -> RayBindConfig:
+    """A config tree -> `RayBindConfig`, or `ConfigError` (exit code 2) naming every bad field; a sweep's
+    search space is checked value by value too."""
     try:
         cfg = RayBindConfig.model_validate(tree)
     except ValidationError as error:

@@ -27,6 +27,7 @@ class ProgressCallback(UserCallback):
         self.queue = queue
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+        """Ray Train's hook after each report: queue rank 0's metrics without blocking the controller."""
         self.queue.put(dict(metrics[0]), block=False)
 
 
@@ -44,6 +45,8 @@ class ProgressLines:
         self.last_val: dict[str, Any] = {}
 
     def lines(self, metrics: dict[str, Any], now: float | None = None) -> list[str]:
+        """The lines for one report: the progress line (losses, samples/s, data wait, ETA), then the validation
+        table when the report brings new validation results. `now`: monotonic seconds (default: now)."""
         now = time.monotonic() if now is None else now
         step = int(metrics.get(M.STEP) or 0)
         if self.first is None:
@@ -66,6 +69,7 @@ class ProgressLines:
         return out
 
     def validation_table(self, step: int, metrics: dict[str, Any]) -> list[str]:
+        """R@1/5/10 and loss per tower of the newest validation, labelled with its step (0: before training)."""
         taken = metrics.get(M.VAL_STEP, step)
         when = "before training" if taken == 0 else f"at step {taken}"
         rows = [f"  validation {when}:", f"    {'tower':8s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} {'loss':>7s}"]

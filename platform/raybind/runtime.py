@@ -93,6 +93,8 @@ def pin_data_bookkeeping_to_driver() -> None:
 
 
 def configure_data_context(cfg: MediaRunConfig) -> None:
+    """Apply the config to this process's Ray Data context: progress bars (auto: on a terminal only) and the
+    object-store budget of streaming executions."""
     ctx = DataContext.get_current()
     bars = {"on": True, "off": False}.get(cfg.ray.progress_bars, sys.stdout.isatty())
     ctx.enable_progress_bars = bars

@@ -22,6 +22,7 @@ _SECRET_KEYS = {"access_key", "secret_key", "session_token"}
 
 
 def is_remote(uri: str) -> bool:
+    """True for a URI with a scheme (s3://...); plain paths and file:// URIs are local."""
     return "://" in uri and not uri.startswith("file://")
 
 
@@ -70,6 +71,7 @@ def join(base: str, *names: str) -> str:
 
 
 def parent(uri: str) -> str:
+    """The folder that holds `uri` (a local path made absolute; a remote URI keeps its query)."""
     if not is_remote(uri):
         return str(Path(uri).expanduser().resolve().parent)
     path, query = _split_query(uri)
@@ -84,11 +86,13 @@ def resolve_relative(uri: str, base_dir: str) -> str:
 
 
 def exists(uri: str) -> bool:
+    """Whether a file or folder is at `uri`."""
     fs, path = resolve(uri)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
 def is_dir(uri: str) -> bool:
+    """Whether `uri` is a folder (False when it is a file or absent)."""
     fs, path = resolve(uri)
     return fs.get_file_info(path).type == pafs.FileType.Directory
 
@@ -103,6 +107,7 @@ def size(uri: str) -> int:
 
 
 def read_bytes(uri: str) -> bytes:
+    """The whole file; FileNotFoundError (URI redacted) when absent."""
     fs, path = resolve(uri)
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"not found: {redact(uri)}")
@@ -111,6 +116,7 @@ def read_bytes(uri: str) -> bytes:
 
 
 def write_bytes(uri: str, data: bytes) -> None:
+    """Write the whole file, creating its parent folders first."""
     fs, path = resolve(uri)
     fs.create_dir(posixpath.dirname(path), recursive=True)
     with fs.open_output_stream(path) as stream:
@@ -118,10 +124,12 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 
 def write_text(uri: str, text: str) -> None:
+    """`write_bytes` of the UTF-8 encoded text."""
     write_bytes(uri, text.encode())
 
 
 def read_text(uri: str) -> str:
+    """`read_bytes` decoded as UTF-8."""
     return read_bytes(uri).decode()
 
 
@@ -140,6 +148,7 @@ def list_files(uri: str) -> list[str]:
 
 
 def delete_dir(uri: str) -> None:
+    """Delete a folder and everything under it; an absent one is fine, so stale output clears unconditionally."""
     fs, path = resolve(uri)
     if fs.get_file_info(path).type != pafs.FileType.NotFound:
         fs.delete_dir(path)

@@ -25,12 +25,15 @@ def synthetic_clip(width: int, height: int, frames: int, seed: int) -> np.ndarra
 
 
 def tone(seconds: float, rate: int = 16_000) -> np.ndarray:
+    """A 440 Hz tone rising in pitch, float32 mono at `rate` Hz: the sound track every benchmark clip carries."""
     t = np.arange(int(seconds * rate)) / rate
     return (0.3 * np.sin(2 * np.pi * 440 * t * (1 + 0.1 * t))).astype(np.float32)
 
 
 def make_clips(folder: Path, resolutions: dict[str, tuple[int, int]], per_resolution: int, seconds: float,
                fps: int = 30) -> list[Path]:
+    """Encode `per_resolution` clips of `seconds` per named resolution as `<name>-<i>.mp4`; files already there
+    are reused, so repeated benchmark runs skip the encoding."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, (width, height) in resolutions.items():

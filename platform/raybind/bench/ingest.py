@@ -149,6 +149,8 @@ def consumer_synthesis_batches(cfg: RayBindConfig, workers: int, quarantine_dir:
 
 def run_dataloader_consumer_synthesis(cfg: RayBindConfig, workers: int, quarantine_dir: Path,
                                       batch_size: int = 8) -> dict:
+    """The DataLoader set up the other way a GPU user would: workers decode, the consuming process synthesizes
+    each batch on the GPU (timed as the other loaders)."""
     gc.collect()
     return _timed(consumer_synthesis_batches(cfg, workers, quarantine_dir, batch_size))
 
@@ -167,6 +169,8 @@ def run_decode_bound(cfg: RayBindConfig, max_rows: int = 240) -> dict:
 
 def ingest_suite(workdir: Path, workers: int, per_resolution: int, seconds: float, repeats: int,
                  synthesis: str = "cpu", synthesizers: str = "tiny") -> dict:
+    """Ray Data against the same-work DataLoader(s) and the bare-decode floor on one set of real clips: each
+    rate, and Ray's overall and steady-state ratios to each baseline (the `ratio_vs_*` goals)."""
     if synthesizers not in SYNTHESIZERS:
         raise ValueError(f"synthesizers must be one of {SYNTHESIZERS}, got {synthesizers!r}")
     if synthesis == "gpu" and not torch.cuda.is_available():
@@ -232,6 +236,8 @@ class _PeakMemory:
 
 
 def streaming_memory_suite(workdir: Path, workers: int, rows: int) -> dict:
+    """Peak PSS of streaming runs over N and 10N rows of the same clips: a `ratio` near 1 shows that memory
+    does not grow with the dataset."""
     clips = make_clips(workdir / "clips", {"360p": RESOLUTIONS["360p"]}, 2, 5.0)
     results = {}
     for label, count in (("n", rows), ("10n", rows * 10)):

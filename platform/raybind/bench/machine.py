@@ -10,6 +10,7 @@ import torch
 
 
 def describe() -> dict:
+    """CPU model, cores, memory, GPU and torch/Ray/Python versions: the context recorded with every figure."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:

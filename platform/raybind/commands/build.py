@@ -16,12 +16,14 @@ SUMMARY = "decode and synthesize a manifest once into Parquet shards that traini
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `raybind build`: the config, the manifest and the output folder."""
     add_config_arguments(parser)
     parser.add_argument("--input", required=True, help="manifest (parquet/jsonl/csv), local or s3://")
     parser.add_argument("--output", required=True, help="output folder, local or s3://")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Start Ray and build the dataset; the build summary (row counts) becomes the JSON line."""
     from raybind.data.build import build_dataset
     from raybind.runtime import init_ray
 

@@ -16,6 +16,7 @@ SUMMARY = "generate the demo clips and manifests (and fit its depth/thermal synt
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `raybind demo-data`."""
     parser.add_argument("--output", default="data/demo", help="folder for clips and manifests (default data/demo)")
     parser.add_argument("--train", type=int, default=256, help="training clips (default 256)")
     parser.add_argument("--val", type=int, default=64, help="validation clips (default 64)")
@@ -24,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Write the demo clips and manifests (with --synthesizers, fit those too); the paths become the JSON line."""
     from raybind.data.demo_data import generate
     from raybind.data.demo_synthesizers import fit_demo_synthesizers
 

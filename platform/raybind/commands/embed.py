@@ -19,6 +19,7 @@ SUMMARY = "embed a manifest or a media folder into Parquet shards (resumable)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `raybind embed`."""
     parser.add_argument("--checkpoint", required=True, help="checkpoint or run folder, local or s3://")
     parser.add_argument("--data", required=True, help="manifest or media folder, local or s3://")
     parser.add_argument("--output", required=True, help="folder for vectors/ and index.json, local or s3://")
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Embed the corpus and print the counts on stderr; the summary becomes the JSON line."""
     from raybind.evaluate.corpus import embed_corpus
 
     summary = embed_corpus(args.checkpoint, args.data, args.output, args.shard_rows, args.overrides)

@@ -25,6 +25,7 @@ SUMMARY = "zero-shot retrieval and classification of a checkpoint, with a report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `raybind evaluate`: a --data manifest or a --benchmark layout, not both."""
     parser.add_argument("--checkpoint", required=True, help="checkpoint or run folder, local or s3://")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="manifest (parquet/jsonl/csv), local or s3://")
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate and print the headline table on stderr; the summary becomes the JSON line."""
     from raybind.evaluate.tasks import evaluate
 
     summary = evaluate(args.checkpoint, args.output, data=args.data, benchmark=args.benchmark, root=args.root,

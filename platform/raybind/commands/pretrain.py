@@ -19,12 +19,14 @@ SUMMARY = "pretrain towers on Ray Train (resumes a run of the same name)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `raybind pretrain`."""
     add_config_arguments(parser)
     parser.add_argument("--dry-run", action="store_true",
                         help="validate, resolve resources and print the plan; start nothing")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Train, or print the plan with --dry-run; the summary (or the plan) becomes the JSON line."""
     cfg = config_from_args(args)
     if args.dry_run:
         from raybind.train.plan import training_plan

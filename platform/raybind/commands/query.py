@@ -16,6 +16,7 @@ SUMMARY = "top-k ids of an embedded corpus for a text or media query"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `raybind query`: a --text query, or a --modality with an --input file."""
     parser.add_argument("--checkpoint", required=True, help="the checkpoint the corpus was embedded with")
     parser.add_argument("--index", required=True, help="the --output folder of `raybind embed`")
     parser.add_argument("--text", help="a text query")
@@ -26,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Print the ranked hits on stderr; they become the JSON line as `hits`."""
     from raybind.evaluate.corpus import query
     from raybind.evaluate.embed import load
 

@@ -19,10 +19,12 @@ SUMMARY = "search mask ratio, temperature or any field with Ray Tune (ASHA)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `raybind sweep` (the search space is the config's `sweep.space`)."""
     add_config_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the sweep and print the best trial and where its table and plot are; the summary becomes the JSON line."""
     from raybind.train.sweep import sweep
 
     summary = sweep(config_from_args(args))

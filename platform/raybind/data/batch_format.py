@@ -81,13 +81,16 @@ class DecodeSpec:
 
     @property
     def all_views(self) -> bool:
+        """Rows keep every caption view's tokens (training with caption views), not one tokenized caption."""
         return bool(self.caption_views) and self.text_view is None
 
     @property
     def needs_frames(self) -> bool:
+        """Frames must be decoded: for the video tower, or as the source of synthesized depth/thermal."""
         return "video" in self.modalities or bool(self.synthesize)
 
     def audio_column(self) -> str:
+        """The manifest column audio is decoded from: `audio`, or `video` (its sound track); auto prefers `audio`."""
         if self.audio_source == "auto":
             return "audio" if "audio" in self.media_columns else "video"
         return "audio" if self.audio_source == "column" else "video"
@@ -100,6 +103,7 @@ def frame_choice(row_id: str, num_frames: int, seed: int) -> int:
 
 
 def embedding_column(modality: str) -> str:
+    """The inference output column of `modality` (or "text"): `emb_<modality>`."""
     return EMBEDDING_PREFIX + modality
 
 

@@ -28,6 +28,8 @@ RHYTHMS = {"steady": 0.0, "pulsing": 2.0, "beeping": 8.0}  # on/off rate in Hz
 
 @dataclass(frozen=True)
 class ClipSpec:
+    """What one demo clip shows and plays; its caption and label follow from these attributes."""
+
     colour: str
     shape: str
     direction: str
@@ -36,10 +38,12 @@ class ClipSpec:
 
     @property
     def caption(self) -> str:
+        """The one-sentence caption naming every attribute, so the text-to-clip alignment is learnable."""
         return f"a {self.colour} {self.shape} moving {self.direction} with a {self.pitch} {self.rhythm} tone"
 
     @property
     def label(self) -> str:
+        """The classification label: colour and shape (16 classes; direction and sound are left out)."""
         return f"{self.colour} {self.shape}"
 
 
@@ -68,6 +72,7 @@ OBJECT_HEAT = {"red": 250, "green": 120, "blue": 70, "yellow": 185}
 
 
 def render_frames(spec: ClipSpec, rng: np.random.Generator, size: int, frames: int) -> np.ndarray:
+    """RGB frames [T, S, S, 3] uint8 of the clip (`render_scene` without the depth and heat maps)."""
     return render_scene(spec, rng, size, frames)[0]
 
 
@@ -94,6 +99,7 @@ def render_scene(spec: ClipSpec, rng: np.random.Generator, size: int,
 
 
 def render_tone(spec: ClipSpec, seconds: float, rate: int) -> np.ndarray:
+    """The clip's sound: its pitch, gated on and off at its rhythm's rate, float32 mono at `rate` Hz."""
     t = np.arange(int(seconds * rate)) / rate
     wave = 0.4 * np.sin(2 * math.pi * PITCHES[spec.pitch] * t)
     if RHYTHMS[spec.rhythm]:
@@ -102,6 +108,8 @@ def render_tone(spec: ClipSpec, seconds: float, rate: int) -> np.ndarray:
 
 
 def random_specs(count: int, rng: np.random.Generator, cover_all_visuals: bool = False) -> list[ClipSpec]:
+    """`count` clip specs with random pitch and rhythm. Visuals are random, or with `cover_all_visuals` every
+    colour x shape x direction in turn (64 clips cover each once: the validation split)."""
     visuals = list(itertools.product(COLOURS, SHAPES, DIRECTIONS))
     if cover_all_visuals:
         order = [visuals[i % len(visuals)] for i in range(count)]

@@ -37,6 +37,7 @@ class Manifest:
 
     @property
     def rows(self) -> int:
+        """The manifest's row count: the `rows_in` that every row accounting starts from."""
         return self.table.num_rows
 
 

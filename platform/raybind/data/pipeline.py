@@ -114,6 +114,7 @@ def _needed_columns(cfg: RayBindConfig) -> list[str]:
 
 
 def is_built_dataset(uri: str) -> bool:
+    """A folder that `raybind build` finished: its marker is written last, so a half-written build is not one."""
     return storage.exists(storage.join(uri, BUILT_MARKER))
 
 

@@ -19,6 +19,8 @@ QUARANTINE_FILE = "quarantine.jsonl"
 
 @dataclass(frozen=True)
 class QuarantinedRow:
+    """One row that left the stream: its id, media URI, the stage that failed it and why."""
+
     id: str
     uri: str
     stage: str
@@ -26,12 +28,15 @@ class QuarantinedRow:
 
 
 def record(quarantine_uri: str, row: QuarantinedRow) -> None:
+    """Write one bad row (URI redacted) as its own object keyed by (stage, id): a retried task or a second
+    pass overwrites it instead of counting it twice."""
     key = hashlib.sha1(f"{row.stage}\0{row.id}".encode()).hexdigest()[:20]
     storage.write_text(storage.join(quarantine_uri, f"{key}.json"),
                        json.dumps({**asdict(row), "uri": storage.redact(row.uri)}))
 
 
 def read_all(quarantine_uri: str) -> list[QuarantinedRow]:
+    """Every bad row recorded under `quarantine_uri`, sorted by stage, then id."""
     rows = [QuarantinedRow(**json.loads(storage.read_text(uri))) for uri in storage.list_files(quarantine_uri)
             if uri.split("?")[0].endswith(".json")]
     return sorted(rows, key=lambda r: (r.stage, r.id))

@@ -41,6 +41,8 @@ class BenchmarkError(InputError):
 
 @dataclass(frozen=True)
 class Benchmark:
+    """A benchmark layout read as an evaluation manifest, with its class order and default tasks."""
+
     name: str
     table: pa.Table                       # an evaluation manifest: id, text, [label, fold], media URIs
     classes: tuple[str, ...] | None       # class names in the benchmark's order (classification)
@@ -74,6 +76,7 @@ def _unique(ids: list[str], benchmark: str, what: str) -> None:
 
 
 def msrvtt(root: str) -> Benchmark:
+    """MSR-VTT 1k-A test: one caption per clip for text-to-video retrieval; video ids must be unique."""
     table = _read_csv(root, MSRVTT_CSV, ("video_id", "sentence"), "msrvtt")
     ids = [str(v) for v in table.column("video_id").to_pylist()]
     _unique(ids, "msrvtt", "video_id")
@@ -87,6 +90,7 @@ def _class_name(raw: str) -> str:
 
 
 def esc50(root: str) -> Benchmark:
+    """ESC-50: each clip with its category as caption and label, and its fold; classes in `target` order."""
     table = _read_csv(root, ESC50_CSV, ("filename", "fold", "target", "category"), "esc50")
     files = [str(f) for f in table.column("filename").to_pylist()]
     _unique(files, "esc50", "filename")
@@ -104,6 +108,8 @@ def esc50(root: str) -> Benchmark:
 
 
 def folders(root: str) -> Benchmark:
+    """A `<modality>/<class>/<file>` tree: one row per `<class>/<name>`, pairing same-named files across
+    modality folders; classes sorted by name."""
     files = storage.list_files(root)
     if not files:
         raise BenchmarkError(f"folders: {storage.redact(root)} is empty or missing")
@@ -134,6 +140,7 @@ BUILDERS: dict[str, Callable[[str], Benchmark]] = {"msrvtt": msrvtt, "esc50": es
 
 
 def build(name: str, root: str) -> Benchmark:
+    """The named benchmark read from `root` (a local root made absolute, so its media URIs are too)."""
     if name not in BUILDERS:
         raise BenchmarkError(f"unknown benchmark {name!r}; valid: {sorted(BUILDERS)}")
     return BUILDERS[name](storage.absolute(root))

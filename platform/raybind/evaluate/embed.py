@@ -67,6 +67,7 @@ def read_checkpoint(uri: str) -> tuple[BindModel, dict[str, Any]]:
 
 
 def inference_device(prefer_gpu: bool = True) -> torch.device:
+    """CUDA when preferred and present, else the CPU."""
     return torch.device("cuda" if prefer_gpu and torch.cuda.is_available() else "cpu")
 
 
@@ -88,14 +89,18 @@ class Embedder:
 
     @property
     def modalities(self) -> list[str]:
+        """The modalities the checkpoint has towers for (text not included)."""
         return self.model.modalities
 
     @property
     def embed_dim(self) -> int:
+        """Width D of the shared embedding space."""
         return self.model.embed_dim
 
     @torch.no_grad()
     def embed_tokens(self, tokens: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Token ids [N, context_length] -> L2-normalised text embeddings [N, D] float32 on the CPU (what the
+        inference actors run on a batch's `tokens`)."""
         tokens = torch.as_tensor(tokens).to(self.device).long()
         with _autocast(self.device):
             return self.model.encode_text(tokens).float().cpu()

@@ -79,4 +79,6 @@ def collect(batches: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def run(ds: Dataset) -> dict[str, np.ndarray]:
+    """Execute a stream and gather every column on the driver, sorted by id (for what fits there, e.g. one
+    corpus shard)."""
     return collect(ds.iter_batches(batch_size=None, batch_format="numpy"))

@@ -28,6 +28,7 @@ def _retrieval_rows(metrics: dict[str, dict[str, Any]], first: str) -> list[str]
 
 
 def markdown(summary: dict[str, Any], images: list[str]) -> str:
+    """The report page: the run's counts, a table per task that ran (recall in percent), links to the plots."""
     metrics = summary["metrics"]
     lines = [f"# Evaluation of {summary['checkpoint']}", "",
              f"Data: {summary['benchmark'] or summary['data']}; rows in / evaluated / quarantined: "
@@ -68,6 +69,8 @@ def _save(figure, output: str, name: str) -> str:
 
 
 def plot(output: str, plots: dict[str, Any]) -> list[str]:
+    """Write recall-at-k curves, a confusion matrix per classified modality and one similarity sample as PNGs
+    under `<output>/plots/`; returns their file names. Agg backend: no display needed on cluster nodes."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -62,6 +62,8 @@ def embeddings_of(columns: dict[str, np.ndarray], modalities: Sequence[str]) -> 
 
 
 def retrieval(embeddings: Embeddings, modalities: Sequence[str], plots: dict) -> dict[str, Any]:
+    """Text-to-X and X-to-text retrieval per modality (row i's caption matches row i's media); adds recall
+    curves and a 16 x 16 similarity sample to `plots`."""
     out = {}
     for modality in modalities:
         similarity = embeddings["text"] @ embeddings[modality].T
@@ -74,6 +76,8 @@ def retrieval(embeddings: Embeddings, modalities: Sequence[str], plots: dict) ->
 def classification(embeddings: Embeddings, columns: dict[str, np.ndarray], modalities: Sequence[str],
                    classes: Sequence[str], embed_text: Callable[[list[str]], torch.Tensor],
                    templates: Mapping[str, Sequence[str]] | None, plots: dict) -> dict[str, Any]:
+    """Zero-shot top-1/top-5 per modality against class embeddings from prompt templates, per fold when
+    the rows have folds; labels must be among `classes`. Adds a confusion matrix per modality to `plots`."""
     labels = [str(v) for v in columns[LABEL]]
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted({label for label in labels if label not in index})
@@ -96,6 +100,8 @@ def classification(embeddings: Embeddings, columns: dict[str, np.ndarray], modal
 
 
 def emergent(embeddings: Embeddings, modalities: Sequence[str], plots: dict) -> dict[str, Any]:
+    """Retrieval for every ordered pair of non-language modalities (X -> Y, row i matches row i): pairs that
+    never trained together, aligned only through the text space."""
     out = {}
     for a, b in itertools.permutations(modalities, 2):
         similarity = embeddings[a] @ embeddings[b].T
@@ -105,6 +111,8 @@ def emergent(embeddings: Embeddings, modalities: Sequence[str], plots: dict) -> 
 
 
 def arithmetic(embeddings: Embeddings, modalities: Sequence[str], plots: dict) -> dict[str, Any]:
+    """Two modalities' embeddings summed and renormalised retrieve the third, reported beside the better
+    single modality's R@1 (the baseline a composed query has to beat)."""
     # R@1 of each single modality against each target: the baseline every composed query is read against
     single = {(a, c): retrieval_scores(embeddings[a] @ embeddings[c].T)["r1"]
               for a, c in itertools.permutations(modalities, 2)}
@@ -130,6 +138,8 @@ def applicable_tasks(columns: Sequence[str], modalities: Sequence[str]) -> dict[
 
 def choose_tasks(requested: Sequence[str] | None, defaults: Sequence[str] | None,
                  why_not: dict[str, str | None]) -> list[str]:
+    """The requested tasks (each must apply, else `InputError` says why), or else those of `defaults` (all
+    tasks when None) that apply to this manifest."""
     unknown = [t for t in requested or () if t not in TASKS]
     if unknown:
         raise InputError(f"unknown task(s) {unknown}; valid: {list(TASKS)}")

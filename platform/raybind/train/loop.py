@@ -105,6 +105,9 @@ class _Batches:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train's per-worker entry point. `loop_config["cfg"]`: the config as JSON, validated again here.
+    Resumes from Ray's latest checkpoint, trains pass after pass until `train.steps`, reports every
+    `log_every` steps; rank 0 validates."""
     cfg = RayBindConfig.model_validate(loop_config["cfg"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()

@@ -48,6 +48,7 @@ class LiveStorageBytes(TorchDispatchMode):
         self._counted: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
     def count(self, tensor: torch.Tensor) -> None:
+        """Count `tensor`'s storage once while it lives (a finalizer uncounts it when freed); update the peak."""
         storage = tensor.untyped_storage()
         if storage in self._counted:
             return

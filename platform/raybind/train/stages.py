@@ -57,6 +57,7 @@ class CaptionViews:
         return {**batch, TOKENS: batch[VIEW_TOKENS][:, self.val_index, self.num_frames // 2]}
 
     def drawn(self) -> dict[str, int]:
+        """Draws per view on this rank so far (on rank 0 including the totals a resumed run restored)."""
         return {name: int(count) for name, count in zip(self.names, self.counts)}
 
 
@@ -130,6 +131,8 @@ class StageComposer:
         return [taken]
 
     def next(self, shares: dict[str, float] | None) -> Batch | None:
+        """The next batch of `size` rows: as the stream gives it without `shares`, else with those shares of
+        images and clips. None when `pull` ends the pass."""
         if shares is None:
             return self.pull()
         images = round(shares[IMAGE] * self.size)

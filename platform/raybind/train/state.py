@@ -29,6 +29,8 @@ PROGRESS = "progress.json"
 def save_training_checkpoint(directory: Path, model: BindModel, optimizer: torch.optim.Optimizer,
                              scheduler: torch.optim.lr_scheduler.LRScheduler, progress: dict[str, Any],
                              data: dict[str, Any] | None = None) -> Path:
+    """Write the model (with the run's media settings `data`), optimizer and scheduler state and `progress`
+    into the local `directory`, which Ray uploads whole afterwards."""
     save_model(model, directory, extra={"step": progress["step"], **({CHECKPOINT_MEDIA_KEY: data} if data else {})})
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, directory / TRAINER_STATE)
     (directory / PROGRESS).write_text(json.dumps(progress, indent=2, sort_keys=True))

@@ -45,6 +45,8 @@ class UnevenSplitDataConfig(DataConfig):
     up to world_size - 1 rows, which would break the row accounting). The loop keeps ranks in step itself."""
 
     def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+        """Ray Train's hook: each worker gets its share of `train` (split unevenly, no row dropped) and an
+        iterator over the whole of every other dataset (validation)."""
         output = [{} for _ in range(world_size)]
         for name, ds in datasets.items():
             ds = ds.copy(ds)
@@ -102,6 +104,8 @@ def _run_config(cfg: RayBindConfig, callbacks: Sequence[UserCallback]) -> RunCon
 
 def build_trainer(cfg: RayBindConfig, train: Dataset, val: Dataset | None,
                   callbacks: Sequence[UserCallback] = ()) -> TorchTrainer:
+    """The `TorchTrainer` of a run: the worker loop with the config as JSON, per-worker resources, the
+    gloo/NCCL backend and the uneven data split."""
     resources = {kind: amount for kind, amount in worker_resources(cfg).items() if amount > 0}
     datasets = {"train": train}
     if val is not None:
