@@ -5,65 +5,39 @@ baseline measured in the same run.
     raybind bench --suite gpu,gpu_train   # accelerator machine: every L/14 recipe's step; Ray Train loop vs it
     raybind bench --suite ingest --synthesis gpu --synthesizers full   # accelerator machine
 
-Prints a Markdown table, then one JSON object (last line) with every figure and ratio.
+Prints a Markdown table, then one JSON object (last line) with every figure and ratio. `--markdown FILE`
+also writes the docs' tables (machine and date once, a table per suite); `--from-json FILE` renders them
+again from a saved report without running anything:
+
+    raybind bench --suite masking,lora --markdown docs/performance-tables.md > runs/bench.json
+    raybind bench --from-json runs/bench.json --markdown docs/performance-tables.md
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from raybind.bench import GPU_RECIPE_MODALITIES, SYNTHESIS, SYNTHESIZERS
+from raybind.bench import SYNTHESIS, SYNTHESIZERS
+from raybind.bench.report import markdown, table
 from raybind.errors import InputError
 
 SUITES = ("ingest", "masking", "lora", "train_overhead", "streaming_memory", "gpu", "gpu_train")
-GOALS = {"ingest": [("ratio_vs_dataloader", ">=", 1.25), ("ratio_vs_decode_bound", ">=", 0.85),
-                    ("steady_ratio_vs_dataloader", ">=", 1.25), ("steady_ratio_vs_decode_bound", ">=", 0.85)],
-         "masking": [("speedup", ">=", 1.9)], "lora": [("step_time_ratio", "<=", 0.8)],
-         "train_overhead": [("ratio", ">=", 0.9)], "streaming_memory": [("ratio", "<=", 1.2)],
-         "gpu": [*[(f"towers.{m}.mfu", ">=", 0.35 if m == "video" else 0.45) for m in GPU_RECIPE_MODALITIES],
-                 *[(f"towers.{m}.peak_memory_gib", "<=", 80) for m in GPU_RECIPE_MODALITIES]],
-         "gpu_train": [("ratio", ">=", 0.9)]}
-
-
-def _flatten(tree: dict, prefix: str = ""):
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
-def _table(results: dict) -> str:
-    lines = ["| suite | figure | value | goal | met |", "| --- | --- | --- | --- | --- |"]
-    for suite, result in results.items():
-        if "skipped" in result:
-            lines.append(f"| {suite} | skipped | {result['skipped']} | | |")
-            continue
-        figures = dict(_flatten(result))  # goals may name nested figures: towers.video.mfu
-        for key, op, goal in GOALS.get(suite, []):
-            value = figures.get(key)
-            if value is None:  # e.g. MFU on a device whose peak FLOP/s is not known
-                lines.append(f"| {suite} | {key} | not measured | {op} {goal} | |")
-                continue
-            met = value >= goal if op == ">=" else value <= goal
-            lines.append(f"| {suite} | {key} | {value} | {op} {goal} | {'yes' if met else 'NO'} |")
-        goal_keys = {k for k, _, _ in GOALS.get(suite, [])}
-        for key, value in figures.items():
-            if isinstance(value, (int, float)) and key not in goal_keys:
-                lines.append(f"| {suite} | {key} | {value} | | |")
-    return "\n".join(lines)
-
-
 SUMMARY = "measure ingest, masking, LoRA, Ray Train overhead, GPU steps as ratios to baselines"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `raybind bench`."""
     parser.add_argument("--suite", default="ingest,masking,lora,train_overhead,streaming_memory")
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the docs' Markdown tables of the report here")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="render a saved report (a JSON line of an earlier run, or its file) instead of running")
     parser.add_argument("--workdir", default="runs/bench")
     parser.add_argument("--preset", default="vit-b-16", help="tower preset for masking and lora")
     parser.add_argument("--batch", type=int, default=4, help="batch for masking and lora")
@@ -80,6 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    """Run the chosen suites and print the goal table unless --json; the report (machine and every figure)
+    becomes the JSON line."""
+    if args.from_json:
+        report = _saved_report(args.from_json)
+        _write_markdown(report, args.markdown)
+        print(table(report["suites"]))
+        return report
     suites = [s.strip() for s in args.suite.split(",") if s.strip()]
     unknown = [s for s in suites if s not in SUITES]
     if unknown:
@@ -131,7 +112,26 @@ def run(args: argparse.Namespace) -> dict:
 
             results[suite] = gpu_train_suite(workdir)
         results[suite]["suite_seconds"] = round(time.perf_counter() - started, 1)
-    report = {"machine": machine.describe(), "suites": results}
+    report = {"machine": machine.describe(), "date": datetime.date.today().isoformat(), "suites": results}
     if not args.json:
-        print(_table(results))
+        print(table(results))
+    _write_markdown(report, args.markdown)
     return report
+
+
+def _saved_report(path: str) -> dict:
+    """The last JSON line of a file that an earlier `raybind bench` printed (or the bare JSON)."""
+    try:
+        lines = [line for line in Path(path).read_text().splitlines() if line.startswith("{")]
+        report = json.loads(lines[-1])
+    except (OSError, IndexError, json.JSONDecodeError) as error:
+        raise InputError(f"--from-json {path}: no benchmark report there ({error or 'no JSON line'})") from None
+    if not isinstance(report, dict) or "suites" not in report:
+        raise InputError(f"--from-json {path}: a JSON object without 'suites' is not a benchmark report")
+    return report
+
+
+def _write_markdown(report: dict, path: str | None) -> None:
+    if path:
+        Path(path).write_text(markdown(report) + "\n")
+        print(f"tables written to {path}", file=sys.stderr)
