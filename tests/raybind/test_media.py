@@ -21,9 +21,14 @@ def test_video_frames_sampled_uniformly_and_resized(media, name):
     assert all(b >= a for a, b in zip(xs, xs[1:])) and xs[-1] > xs[0]
 
 
-def test_portrait_video_is_centre_cropped_square(media):
-    path = media.video("portrait.mp4", frames=10, height=96, width=48)
-    assert decode_video(str(path), 4, 24).shape == (4, 24, 24, 3)
+def test_portrait_video_is_centre_cropped_square(tmp_path):
+    """A 48x96 portrait clip keeps its middle 48x48 square: top and bottom bands are cut, not squeezed in."""
+    frames = np.zeros((10, 96, 48, 3), np.uint8)
+    frames[:, :24], frames[:, 24:72], frames[:, 72:] = (250, 0, 0), (0, 250, 0), (0, 0, 250)   # red, green, blue
+    out = decode_video(str(write_video(tmp_path / "portrait.mp4", frames, fps=10)), 4, 24)
+    assert out.shape == (4, 24, 24, 3)
+    inner = out[:, 2:-2, 2:-2].reshape(-1, 3).astype(int)   # away from the crop's edges (codec blur)
+    assert (inner[:, 1] > 200).all() and (inner[:, 0] < 60).all() and (inner[:, 2] < 60).all()
 
 
 @pytest.mark.parametrize("rotate", [0, 90, 180, 270])
