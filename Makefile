@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup quickstart test demo cluster-package device-check
+.PHONY: setup quickstart test test-fast lint demo cluster-package device-check
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ demo: setup
 test: setup
 	$(VENV)/bin/python -m pytest -q
 
+# The fast tier: every module's tests without the `slow`-marked ones (whole runs, sweeps, clusters,
+# benchmarks); a few minutes on 2 cores. `make test` (CI) runs everything.
+test-fast: setup
+	$(VENV)/bin/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check platform encoders jobs tests
+
 # Zips of HEAD for cluster/kuberay/rayjob*.yaml (upload them to s3://YOUR-BUCKET/raybind/<commit>/):
 # the working dir (jobs, configs) and the two packages as py_modules, all from one commit.
 cluster-package:
@@ -32,7 +40,7 @@ cluster-package:
 	git archive --format=zip -o dist/cluster/encoders.zip HEAD encoders
 	@echo "upload dist/cluster/*.zip to s3://YOUR-BUCKET/raybind/$$(git rev-parse --short HEAD)/"
 
-# The accelerator machine's checks in one bounded run (never CI; see README "GPU checks"): the gpu-marked
+# The accelerator machine's checks in one bounded run (never CI; see docs/gpus.md): the gpu-marked
 # tests, then the gpu and gpu_train benchmark suites, each under its own time cap so a hang cannot spend
 # the whole lease; DEVICE_PARTS=test or =bench runs one of them (one call each fits the 10-minute limit).
 # Runs on that machine's own python3 and torch, with Ray, PyAV, open_clip and pydantic from the archive

@@ -1,21 +1,55 @@
 """Typed settings of the model library: what a tower is, how its inputs are prepared, how it is adapted.
 
-The one schema of model settings: each field, its default and its range check live here, once. They are
-plain dataclasses (no pydantic import) so `encoders` stays dependency-light; `raybind.config` has pydantic
-validate these very classes from YAML (types, then the `__post_init__` checks), and the
-`__pydantic_config__` hint makes it reject unknown keys there, as every other config section does.
+The one schema of model settings: each field, its default and its range live here, once. They are plain
+dataclasses (no pydantic import) so `encoders` stays dependency-light. A range is declared on the field's
+type (`Annotated[float, Ge(0), Lt(1)]`, the `annotated_types` that pydantic reads): `raybind.config` has
+pydantic validate these very classes from YAML, naming a bad field by its dotted path, and `check_bounds`
+enforces the same declarations when the library is used directly. The `__pydantic_config__` hint makes
+pydantic reject unknown keys, as every other config section does.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Gt, Le, Lt
 
 from encoders import constants as C
 from encoders.modalities import modality as modality_spec
 
 _STRICT = {"extra": "forbid"}   # read by pydantic when raybind.config validates these classes
+
+Ratio = Annotated[float, Ge(0), Lt(1)]   # a share of something that must leave some of it (mask, dropout)
+Positive = Annotated[int, Ge(1)]
+_WORDS = {Ge: (">=", "ge"), Gt: (">", "gt"), Le: ("<=", "le"), Lt: ("<", "lt")}
+
+
+@functools.cache
+def _bounds(cls: type) -> dict[str, list[tuple[str, float]]]:
+    """Each field's declared bounds, from its `Annotated` type (also inside `X | None`)."""
+    out: dict[str, list[tuple[str, float]]] = {}
+    for name, hint in typing.get_type_hints(cls, include_extras=True).items():
+        for option in (typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType)
+                       else (hint,)):
+            for item in getattr(option, "__metadata__", ()):
+                for kind, (word, attribute) in _WORDS.items():
+                    if isinstance(item, kind):
+                        out.setdefault(name, []).append((word, getattr(item, attribute)))
+    return out
+
+
+def check_bounds(settings: Any) -> None:
+    """Raise for a field outside its declared bounds (what pydantic checks when it validates a config)."""
+    for name, limits in _bounds(type(settings)).items():
+        value = getattr(settings, name)
+        for word, limit in limits if value is not None else ():
+            if not {">=": value >= limit, ">": value > limit, "<=": value <= limit, "<": value < limit}[word]:
+                raise ValueError(f"{name} must be {word} {limit}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -65,15 +99,12 @@ class LoraSettings:
     """Adapters on q, k, v and out projections (rank, scale alpha/r, dropout); LanguageBind: alpha 16, dropout 0."""
 
     __pydantic_config__ = _STRICT
-    r: int = 16
-    alpha: int = C.LORA_ALPHA
-    dropout: float = 0.0
+    r: Positive = 16
+    alpha: Positive = C.LORA_ALPHA
+    dropout: Ratio = 0.0
 
     def __post_init__(self) -> None:
-        if self.r < 1 or self.alpha < 1:
-            raise ValueError(f"lora r and alpha must be >= 1, got r={self.r}, alpha={self.alpha}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lora dropout must be in [0, 1), got {self.dropout}")
+        check_bounds(self)
 
 
 @dataclass(frozen=True)
@@ -87,19 +118,17 @@ class TowerConfig:
 
     __pydantic_config__ = _STRICT
     modality: str
-    mask_ratio: float = field(default=0.0, compare=False)
+    mask_ratio: Ratio = field(default=0.0, compare=False)
     lora: LoraSettings | None = field(default_factory=LoraSettings)
     temporal: Literal["attention", "mean"] = "attention"  # video: LanguageBind's attention, or frame average only
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    temperature: float = field(default=C.TEMPERATURE_INIT, compare=False)   # logit scale starts at 1/temperature
+    # initial; the logit scale starts at 1/temperature
+    temperature: Annotated[float, Gt(0), Le(1)] = field(default=C.TEMPERATURE_INIT, compare=False)
     learn_temperature: bool = field(default=True, compare=False)            # False: fixed at `temperature`
 
     def __post_init__(self) -> None:
         modality_spec(self.modality)  # raises for an unknown name, listing the valid ones
-        if not 0.0 <= self.mask_ratio < 1.0:
-            raise ValueError(f"{self.modality}.mask_ratio must be in [0, 1), got {self.mask_ratio}")
-        if not 0 < self.temperature <= 1:
-            raise ValueError(f"{self.modality}.temperature must be in (0, 1], got {self.temperature}")
+        check_bounds(self)
         if self.temporal not in ("attention", "mean"):
             raise ValueError(f"{self.modality}.temporal must be 'attention' or 'mean', got {self.temporal!r}")
 
@@ -143,18 +172,15 @@ class TextConfig:
     __pydantic_config__ = _STRICT
     kind: Literal["open_clip", "hf"] = "open_clip"
     name: str | None = None          # hf: model name, local folder, or a bundled alias (see encoders.text)
-    context_length: int = C.TEXT_CONTEXT_LENGTH
-    projection_dim: int | None = None  # hf: frozen projection to this size; None keeps the encoder's width
+    context_length: Annotated[int, Ge(8)] = C.TEXT_CONTEXT_LENGTH
+    projection_dim: Positive | None = None  # hf: frozen projection to this size; None keeps the encoder's width
 
     def __post_init__(self) -> None:
         if self.kind not in ("open_clip", "hf"):
             raise ValueError(f"text.kind must be 'open_clip' or 'hf', got {self.kind!r}")
         if self.kind == "hf" and not self.name:
             raise ValueError("text.name is required when text.kind is 'hf'")
-        if self.context_length < 8:
-            raise ValueError(f"text.context_length must be >= 8, got {self.context_length}")
-        if self.projection_dim is not None and self.projection_dim < 1:
-            raise ValueError(f"text.projection_dim must be >= 1, got {self.projection_dim}")
+        check_bounds(self)
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,8 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(EXIT_BAD_INPUT) from None
     _disconnect_ray()  # Ray's daemons print asynchronously: nothing of theirs may follow the JSON line
     print(json.dumps(summary, sort_keys=True), flush=True)
+    if getattr(args, "exit_code", 0):   # a check that found problems: the summary names them, the code says so
+        raise SystemExit(args.exit_code)
     return summary
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from annotated_types import Gt
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from encoders import constants as C
@@ -159,13 +160,24 @@ class DataSettings(MediaSettings):
     """The run's data: its manifests (or built datasets), demo generation and object-store budgets, plus
     the media settings it trains with."""
 
-    train: str                            # manifest (parquet/jsonl/csv) or a built dataset folder, local or s3://
-    val: str | None = None
+    # A manifest (a Parquet/JSONL/CSV file, a folder or glob of them, or a list) or a built dataset folder,
+    # local or s3://. Several files (or one over 64 MiB) are read by Ray Data on the cluster (raybind.data.sources).
+    train: str | list[str]
+    val: str | list[str] | None = None
     demo: dict[str, Any] | None = None    # generate demo data at `train`/`val` when missing (see raybind.data.demo_data)
+    # Rows each training worker shuffles among as it reads (Ray Data's local shuffle buffer, seeded); None:
+    # rows come in the order the files are read. Passes also visit the files in a new seeded order.
+    shuffle_buffer: int | None = Field(default=None, ge=2)
     object_store_budget_mb: int | None = Field(default=None, gt=0)
     # Keep the decoded training rows in the object store when they fit this budget: passes after the first
     # read them instead of decoding again (no actor pool start-up and model loading per pass). None: stream.
     cache_mb: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _demo_manifests(self) -> "DataSettings":
+        if self.demo is not None and not (isinstance(self.train, str) and (self.val is None or isinstance(self.val, str))):
+            raise ValueError("demo data is generated into one train (and val) file: give each as a single path")
+        return self
 
     def media(self) -> MediaSettings:
         """The media settings alone (what a checkpoint saves)."""
@@ -180,17 +192,10 @@ class TowerSettings(TowerConfig):
     preprocessing the preset's; `RayBindConfig` fills them in before validation."""
 
     __pydantic_config__ = ConfigDict(extra="forbid")
-    lr: float | None = None             # None: LanguageBind's learning rate for the modality
-    weight: float = 1.0                 # share of training steps this tower gets
+    lr: Annotated[float, Gt(0)] | None = None   # None: LanguageBind's learning rate for the modality
+    weight: Annotated[float, Gt(0)] = 1.0       # share of training steps this tower gets
     grad_checkpointing: bool = False    # recompute block activations in backward (larger per-GPU batches)
     images: bool = False                # video only: rows with an image and no video feed it as 1-frame clips
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.lr is not None and self.lr <= 0:
-            raise ValueError(f"{self.modality}.lr must be positive, got {self.lr}")
-        if self.weight <= 0:
-            raise ValueError(f"{self.modality}.weight must be positive, got {self.weight}")
 
     def tower_config(self) -> TowerConfig:
         """The model library's tower (what the checkpoint records), without the run's training fields."""
@@ -501,7 +506,9 @@ def format_validation_error(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         path = ".".join(str(p) for p in item["loc"]) or "<root>"
-        lines.append(f"{path}: {item['msg']}")
+        # an unknown key reads the same in a dataclass section (the model's) as in every other section
+        message = "Extra inputs are not permitted" if item["type"] == "unexpected_keyword_argument" else item["msg"]
+        lines.append(f"{path}: {message}")
     return "invalid config:\n  " + "\n  ".join(lines)
 
 

@@ -101,6 +101,7 @@ def configure_data_context(cfg: MediaRunConfig) -> None:
     ctx.enable_operator_progress_bars = bars
     if not bars and not cfg.ray.verbose:  # Ray Data would warn that the bars we turned off are off
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-    if cfg.data.object_store_budget_mb:
+    budget = getattr(cfg.data, "object_store_budget_mb", None)   # a training run's setting; inference has none
+    if budget:
         ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
-            object_store_memory=cfg.data.object_store_budget_mb * 2**20)
+            object_store_memory=budget * 2**20)

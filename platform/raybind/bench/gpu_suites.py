@@ -46,11 +46,11 @@ def forward_flops_per_sample(cfg: RayBindConfig, model, modality: str) -> float:
     width, layers = backbone.blocks[0].ln_1.normalized_shape[0], len(backbone.blocks)
     tower = model.tower_config(modality)
     tokens = num_kept(backbone.num_patches, tower.mask_ratio) + 1
-    temporal = REGISTRY[modality].temporal
-    frames = tower.preprocess.num_frames if temporal else 1
+    clip = REGISTRY[modality].temporal
+    frames = tower.preprocess.num_frames if clip else 1
     spatial = frames * layers * (24 * tokens * width ** 2 + 4 * tokens ** 2 * width)
     temporal = 0.0
-    if temporal and backbone.blocks[0].temporal_attn is not None:
+    if clip and backbone.blocks[0].temporal_attn is not None:
         temporal = layers * (8 * frames * tokens * width ** 2 + 4 * frames ** 2 * tokens * width)
     return float(spatial + temporal)
 

@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "pretrain": "pretrain",
     "sweep": "sweep",
     "build": "build",
+    "check": "check",
     "evaluate": "evaluate",
     "embed": "embed",
     "query": "query",

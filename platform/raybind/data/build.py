@@ -10,10 +10,9 @@ import json
 
 import ray.data
 
-from raybind.data import quarantine
-
 from raybind import storage
 from raybind.config import RayBindConfig
+from raybind.data import quarantine
 from raybind.data.pipeline import BUILT_DATA, BUILT_MARKER, build_stream, check_counts
 
 

@@ -18,13 +18,29 @@ import numpy as np
 
 from encoders import transforms
 from encoders.config import TextConfig
-from encoders.modalities import REGISTRY, modality as modality_spec
+from encoders.modalities import REGISTRY
+from encoders.modalities import modality as modality_spec
 from encoders.text import Tokenizer
-from raybind.data import captions, media, quarantine
 from raybind import storage
-from raybind.data.batch_format import (FRAMES, DecodeSpec, ID, PASSTHROUGH, ROW_KEY, SHIPPED_DTYPE, SYNTH_FRAME, TEXT, TOKENS,
-                                  VIDEO_FRAMES, VIEW_FRAMES, VIEW_PRESENT, VIEW_TOKENS, Template, decoded_template,
-                                  frame_choice)
+from raybind.data import captions, media, quarantine
+from raybind.data.batch_format import (
+    FRAMES,
+    ID,
+    PASSTHROUGH,
+    ROW_KEY,
+    SHIPPED_DTYPE,
+    SYNTH_FRAME,
+    TEXT,
+    TOKENS,
+    VIDEO_FRAMES,
+    VIEW_FRAMES,
+    VIEW_PRESENT,
+    VIEW_TOKENS,
+    DecodeSpec,
+    Template,
+    decoded_template,
+    frame_choice,
+)
 
 VIEW_TEXTS = "_view_texts"  # per-row only, between decoding and tokenizing
 

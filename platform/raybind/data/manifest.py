@@ -1,7 +1,12 @@
-"""Reading manifests (Parquet, JSONL, CSV; local or s3://) on the driver, with their columns and ids checked."""
+"""Reading a manifest whole on the driver (one small file, or evaluation sets), with its columns and ids checked.
+
+The sources a manifest may be (file, folder, glob, list) and the cluster-side reader of sharded ones:
+`raybind.data.sources`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -11,21 +16,11 @@ import pyarrow.parquet as pq
 
 from encoders.modalities import MODALITIES
 from raybind import storage
-from raybind.errors import InputError
+from raybind.data.sources import ManifestError, manifest_files, manifest_name
 
 REQUIRED_COLUMNS = ("id", "text")
 
 
-class ManifestError(InputError):
-    """The manifest cannot be used at all (unreadable, wrong format, missing columns)."""
-
-
-def _format(uri: str) -> str:
-    path = uri.split("?")[0].lower()
-    for suffix, kind in ((".parquet", "parquet"), (".jsonl", "json"), (".json", "json"), (".csv", "csv")):
-        if path.endswith(suffix):
-            return kind
-    return "parquet_dir"
 
 
 @dataclass
@@ -41,17 +36,10 @@ class Manifest:
         return self.table.num_rows
 
 
-def _read_table(uri: str) -> pa.Table:
+def _read_file(uri: str, kind: str) -> pa.Table:
     fs, path = storage.resolve(uri)
     try:
-        found = storage.exists(uri)
-    except OSError as error:
-        raise ManifestError(f"cannot reach manifest {storage.redact(uri)}: {error}") from None
-    if not found:
-        raise ManifestError(f"manifest not found: {storage.redact(uri)}")
-    kind = _format(uri)
-    try:
-        if kind == "parquet_dir" or kind == "parquet":
+        if kind == "parquet":
             return pq.read_table(path, filesystem=fs)
         with fs.open_input_stream(path) as stream:
             if kind == "json":
@@ -61,16 +49,27 @@ def _read_table(uri: str) -> pa.Table:
         raise ManifestError(f"cannot read manifest {storage.redact(uri)} as {kind}: {error}") from None
 
 
-def load_manifest(uri: str, needed: list[str], required: tuple[str, ...] = REQUIRED_COLUMNS) -> Manifest:
-    """Read and check a manifest: fails fast when it is missing, unreadable, lacks a column or repeats an id.
-    Training requires captions (`required` = id, text); inference over media alone only ids."""
+def _read_table(uri: str | Sequence[str]) -> pa.Table:
+    source = manifest_files(uri)
+    tables = [_read_file(file, source.format) for file in source.files]
+    try:
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+    except pa.ArrowException as error:
+        raise ManifestError(f"manifest {storage.redact(source.entries[0])}: its files do not share columns: "
+                            f"{error}") from None
+
+
+def load_manifest(uri: str | Sequence[str], needed: list[str], required: tuple[str, ...] = REQUIRED_COLUMNS) -> Manifest:
+    """Read a manifest whole on the driver and check it: fails fast when it is missing, unreadable, lacks a
+    column or repeats an id. Training requires captions (`required` = id, text); inference over media alone
+    only ids. Training reads sharded manifests on the cluster instead (`raybind.data.sources`)."""
     table = _read_table(uri)
     names = list(table.column_names)
     missing = [c for c in (*required, *needed) if c not in names]
     if missing:
-        raise ManifestError(f"manifest {storage.redact(uri)} lacks column(s) {missing}; it has {names}")
+        raise ManifestError(f"manifest {manifest_name(uri)} lacks column(s) {missing}; it has {names}")
     ids = table.column("id").to_pandas().astype(str)
     duplicated = ids[ids.duplicated()]
     if len(duplicated):  # quarantine records and resumes are keyed by id
-        raise ManifestError(f"manifest {storage.redact(uri)} has duplicate ids, e.g. {duplicated.iloc[0]!r}")
+        raise ManifestError(f"manifest {manifest_name(uri)} has duplicate ids, e.g. {duplicated.iloc[0]!r}")
     return Manifest(table, [c for c in MODALITIES if c in names])

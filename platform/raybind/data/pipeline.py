@@ -15,18 +15,19 @@ from functools import partial
 import numpy as np
 import pyarrow as pa
 import ray.data
-from ray.data import ActorPoolStrategy, Dataset
+from ray.data import ActorPoolStrategy, Dataset, FileShuffleConfig
 
 from encoders.backbone import WEIGHT_SUFFIXES
 from encoders.config import ModelConfig
-from encoders.modalities import REGISTRY, SYNTHESIZABLE
+from encoders.modalities import MODALITIES, REGISTRY, SYNTHESIZABLE
 from raybind import storage
 from raybind.config import MediaRunConfig, RayBindConfig, SynthesisPoolSettings, SynthesisSettings
 from raybind.data.batch_format import FRAMES, SHIPPED_DTYPE, DecodeSpec, decoded_template, synthesized_shape
 from raybind.data.decode import decode_batch
-from raybind.errors import InputError
-from raybind.data.manifest import ManifestError, load_manifest
+from raybind.data.manifest import REQUIRED_COLUMNS, load_manifest
+from raybind.data.sources import ManifestError, ManifestFiles, count_rows, manifest_files, manifest_name, read_rows
 from raybind.data.synthesis import DecodeAndSynthesisStage, SynthesisStage
+from raybind.errors import InputError
 
 VIDEO = "video"   # the column that audio tracks and synthesized depth/thermal frames come from
 BUILT_MARKER = "dataset.json"
@@ -66,15 +67,16 @@ def check_synthesizer_paths(cfg: MediaRunConfig) -> None:
 
 
 def decode_spec(cfg: MediaRunConfig, manifest_uri: str, quarantine_uri: str, media_columns: list[str],
-                model: ModelConfig | None = None) -> DecodeSpec:
+                model: ModelConfig | None = None, manifest_dir: str | None = None) -> DecodeSpec:
     """How rows decode for `cfg`'s data settings and a model's preprocessing (default: the config's model;
-    inference passes the checkpoint's)."""
+    inference passes the checkpoint's). Relative media URIs resolve against `manifest_dir` (default: the
+    folder holding `manifest_uri`)."""
     model = model or cfg.encoder_config()
     image_size = model.towers[0].preprocess.image_size
     audio = next((t.preprocess for t in model.towers if REGISTRY[t.modality].tower_input == "spectrogram"),
                  model.towers[0].preprocess)
     return DecodeSpec(
-        modalities=tuple(cfg.data.modalities), manifest_dir=storage.parent(manifest_uri),
+        modalities=tuple(cfg.data.modalities), manifest_dir=manifest_dir or storage.parent(manifest_uri),
         quarantine_uri=quarantine_uri, text=model.text, num_frames=cfg.data.num_frames,
         frame_size=image_size + cfg.data.decode.crop_margin, audio=audio, threads=cfg.data.decode.threads,
         audio_source=cfg.data.audio_source,
@@ -138,30 +140,52 @@ def manifest_blocks(table: pa.Table, batch_rows: int, shuffle_seed: int | None) 
     return ray.data.from_arrow(blocks or [table])
 
 
-def build_stream(cfg: RayBindConfig, source_uri: str, quarantine_uri: str, shuffle: bool = False,
+def build_stream(cfg: RayBindConfig, source_uri: str | list[str], quarantine_uri: str, shuffle: bool = False,
                  columns: list[str] | None = None) -> Stream:
     """The lazy pipeline over a manifest (or a built dataset folder). Fails fast on unusable input.
 
-    `shuffle` permutes the manifest rows (cheap metadata, before any decoding) and visits its blocks in
-    a fresh random order on every pass; a built dataset shuffles its block order. `columns`: only these
-    leave the pipeline (None: all).
+    With `shuffle`, a one-file manifest's rows are permuted once by the seed (cheap metadata, before any
+    decoding) and its blocks visited in a fresh random order every pass; a sharded manifest or a built
+    dataset visits its files in a new seeded order every pass (`raybind.data.sources`). Rows are shuffled
+    further within `data.shuffle_buffer` by the consumer. `columns`: only these leave the pipeline.
     """
     keep = tuple(columns) if columns is not None else None
-    if is_built_dataset(source_uri):
-        stream = _built_stream(cfg, source_uri, keep)
-        if shuffle:
-            stream.dataset = stream.dataset.randomize_block_order()
-        return stream
+    if isinstance(source_uri, str) and is_built_dataset(source_uri):
+        return _built_stream(cfg, source_uri, keep, cfg.seed if shuffle else None)
+    source = manifest_files(source_uri)
+    if source.sharded:
+        return _sharded_stream(cfg, source, quarantine_uri, shuffle, keep)
     manifest = load_manifest(source_uri, _needed_columns(cfg))
-    if "audio" in cfg.data.modalities and cfg.data.audio_source == "auto" and not (
-            {"audio", "video"} & set(manifest.media_columns)):
-        raise ManifestError(f"manifest {storage.redact(source_uri)} has neither an 'audio' nor a 'video' column")
+    _check_audio_source(cfg, source, manifest.media_columns)
     check_synthesizer_paths(cfg)
     ds = manifest_blocks(manifest.table, cfg.data.decode.batch_size, cfg.seed if shuffle else None)
     if shuffle:
         ds = ds.randomize_block_order()
     spec = decode_spec(cfg, source_uri, quarantine_uri, manifest.media_columns)
     return Stream(decode_stages(ds, cfg, spec, keep), manifest.rows, quarantine_uri, source_uri)
+
+
+def _check_audio_source(cfg: RayBindConfig, source: ManifestFiles, media_columns: list[str]) -> None:
+    if "audio" in cfg.data.modalities and cfg.data.audio_source == "auto" and not {"audio", "video"} & set(media_columns):
+        raise ManifestError(f"manifest {manifest_name(source.entries)} has neither an 'audio' nor a 'video' column")
+
+
+def _sharded_stream(cfg: RayBindConfig, source: ManifestFiles, quarantine_uri: str, shuffle: bool,
+                    keep: tuple[str, ...] | None) -> Stream:
+    """A sharded manifest read by Ray Data's tasks where the files are: the driver reads one schema and
+    the Parquet footers, never a row; with `shuffle`, each pass visits the files in a new seeded order."""
+    names = source.columns()
+    missing = [c for c in (*REQUIRED_COLUMNS, *_needed_columns(cfg)) if c not in names]
+    if missing:
+        raise ManifestError(f"manifest {manifest_name(source.entries)} lacks column(s) {missing}; it has {names}")
+    media_columns = [c for c in MODALITIES if c in names]
+    _check_audio_source(cfg, source, media_columns)
+    check_synthesizer_paths(cfg)
+    read_args = placement_args(cfg, "data")
+    ds = read_rows(source, cfg.seed if shuffle else None, read_args)
+    spec = decode_spec(cfg, source.files[0], quarantine_uri, media_columns, manifest_dir=source.base_dir)
+    return Stream(decode_stages(ds, cfg, spec, keep), count_rows(source, read_args), quarantine_uri,
+                  manifest_name(source.entries))
 
 
 def decode_stages(ds: Dataset, cfg: RayBindConfig, spec: DecodeSpec, keep: tuple[str, ...] | None) -> Dataset:
@@ -199,14 +223,16 @@ def placement_args(cfg: MediaRunConfig, part: str) -> dict[str, dict[str, float]
     return {"resources": dict(resources)} if resources else {}
 
 
-def _built_stream(cfg: RayBindConfig, uri: str, columns: tuple[str, ...] | None) -> Stream:
-    """A built dataset read directly: only `columns` are read from the Parquet files (None: all)."""
+def _built_stream(cfg: RayBindConfig, uri: str, columns: tuple[str, ...] | None, shuffle_seed: int | None) -> Stream:
+    """A built dataset streamed from its Parquet files: only `columns` are read (None: all). With a seed each
+    pass visits the files in a new seeded order, file by file: no all-to-all step reads them all first."""
     info = json.loads(storage.read_text(storage.join(uri, BUILT_MARKER)))
     missing = [m for m in cfg.data.modalities if m not in info["columns"]]
     if missing:
         raise ManifestError(f"built dataset {storage.redact(uri)} lacks {missing}; it has {info['columns']}")
     fs, path = storage.resolve(storage.join(uri, BUILT_DATA))
-    ds = ray.data.read_parquet(path, filesystem=fs, columns=list(columns) if columns is not None else None)
+    ds = ray.data.read_parquet(path, filesystem=fs, columns=list(columns) if columns is not None else None,
+                               shuffle=FileShuffleConfig(seed=shuffle_seed) if shuffle_seed is not None else None)
     return Stream(ds, int(info["rows_out"]), None, uri)
 
 

@@ -76,9 +76,12 @@ class _Batches:
     delivered is counted, trained on or not.
     """
 
-    def __init__(self, shard, batch_rows: int, device: torch.device, meter: _Meter) -> None:
+    def __init__(self, shard, batch_rows: int, device: torch.device, meter: _Meter,
+                 shuffle_buffer: int | None = None, shuffle_seed: int | None = None) -> None:
+        # the buffer shuffles rows as they stream in (seeded per rank and pass); no all-to-all step
         self.iterator: Iterator[dict[str, torch.Tensor]] = iter(shard.iter_torch_batches(
-            batch_size=batch_rows, device=device, drop_last=False))
+            batch_size=batch_rows, device=device, drop_last=False, local_shuffle_buffer_size=shuffle_buffer,
+            local_shuffle_seed=shuffle_seed if shuffle_buffer else None))
         self.batch_rows, self.meter, self.device = batch_rows, meter, device
         self.rows_delivered = 0
         self.exhausted = False
@@ -156,7 +159,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     stages = cfg.train.stages
     skipped = progress.get("stage_skipped_rows", 0) if rank == 0 else 0
     while step < cfg.train.steps:  # one iteration per pass over the shard (epoch)
-        batches = _Batches(shard, micro * accum, device, meter)
+        batches = _Batches(shard, micro * accum, device, meter, cfg.data.shuffle_buffer,
+                           shuffle_seed=(cfg.seed * 1_000_003 + progress["epoch"]) * 1009 + rank)
         composer = StageComposer(batches.next, micro * accum,
                                  lambda short: _all_reduce(float(short), dist.ReduceOp.MAX) > 0)
         batch, used, text = None, set(), None

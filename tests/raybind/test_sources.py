@@ -1,0 +1,176 @@
+"""Sharded manifests and built datasets are read by Ray Data where they are, streamed, shuffled per pass."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+from fsspec.implementations.local import LocalFileSystem
+from ray.data import DataContext
+
+from raybind import storage
+from raybind.config import validate
+from raybind.data.check import check_manifest
+from raybind.data.demo_data import generate
+from raybind.data.pipeline import BUILT_DATA, BUILT_MARKER, build_stream
+from raybind.data.sources import ManifestError, count_rows, manifest_files, read_rows
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _shard(rows: list[dict], folder: Path, parts: int, kind: str) -> list[Path]:
+    """`rows` split over `parts` files of one format in `folder`."""
+    paths = []
+    for index in range(parts):
+        chunk = rows[index::parts]
+        path = folder / f"part-{index:02d}.{kind}"
+        if kind == "parquet":
+            pq.write_table(pa.Table.from_pylist(chunk), path)
+        else:
+            path.write_text("".join(json.dumps(r) + "\n" for r in chunk))
+        paths.append(path)
+    return paths
+
+
+def test_a_manifest_is_a_file_folder_glob_or_list(tmp_path):
+    rows = [{"id": f"r{i}", "text": "t", "video": f"clips/{i}.mp4"} for i in range(9)]
+    files = _shard(rows, tmp_path, 3, "jsonl")
+    (tmp_path / "README.md").write_text("not a manifest")
+    (tmp_path / "_SUCCESS").write_text("")
+    for spec, count in [(str(tmp_path), 3), (str(tmp_path / "part-*.jsonl"), 3), ([str(files[0]), str(files[2])], 2),
+                        (str(files[1]), 1)]:
+        source = manifest_files(spec)
+        assert (len(source.files), source.format, source.base_dir) == (count, "json", str(tmp_path))
+        assert source.sharded == (count > 1) and source.columns() == ["id", "text", "video"]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "extra.parquet")
+    with pytest.raises(ManifestError, match=r"mixes formats \['json', 'parquet'\]"):
+        manifest_files(str(tmp_path))
+    with pytest.raises(ManifestError, match=r"no manifest files .* at .*part-\*\.csv"):
+        manifest_files(str(tmp_path / "part-*.csv"))
+    with pytest.raises(ManifestError, match="manifest not found"):
+        manifest_files(str(tmp_path / "gone.jsonl"))
+
+
+def test_sharded_reads_visit_files_in_a_new_seeded_order_each_pass(ray_cluster, tmp_path):
+    """Each execution (pass) reads the files in another order; the same seed repeats the sequence."""
+    for file in range(8):   # file f holds ids f-0, f-1, f-2
+        pq.write_table(pa.table({"id": [f"{file}-{i}" for i in range(3)], "text": ["t"] * 3}),
+                       tmp_path / f"part-{file}.parquet")
+    rows = [{"id": f"{file}-{i}"} for file in range(8) for i in range(3)]
+    source = manifest_files(str(tmp_path))
+    assert count_rows(source) == 24   # from the Parquet footers
+    context = DataContext.get_current()
+    keep = context.execution_options.preserve_order
+    context.execution_options.preserve_order = True   # row order = file order, free of task timing
+    try:
+        def passes(ds, count):
+            return [[row["id"] for row in ds.iter_rows()] for _ in range(count)]
+
+        first, second = passes(read_rows(source, shuffle_seed=7), 2)
+        again = passes(read_rows(source, shuffle_seed=7), 1)[0]
+        other = passes(read_rows(source, shuffle_seed=8), 1)[0]
+    finally:
+        context.execution_options.preserve_order = keep
+    assert sorted(first) == sorted(second) == sorted(r["id"] for r in rows)
+    files = [[ids[i].split("-")[0] for i in range(0, 24, 3)] for ids in (first, second, again, other)]
+    assert files[0] != files[1]          # passes differ in file order
+    assert files[2] == files[0]          # the same seed repeats it
+    assert files[3] != files[0]
+
+
+def test_check_finds_a_duplicate_id_planted_in_the_last_shard(ray_cluster, media):
+    clip = media.video("clip.mp4", frames=8)
+    rows = [{"id": f"r{i}", "text": "t", "video": clip.name} for i in range(12)]
+    files = _shard(rows, media.root, 4, "jsonl")
+    clean = check_manifest(str(media.root / "part-*.jsonl"))
+    assert clean["problems"] == [] and (clean["rows"], clean["rows_with"], clean["files"]) == (12, {"video": 12}, 4)
+    with open(files[-1], "a") as handle:
+        handle.write(json.dumps({"id": "r0", "text": "again", "video": "missing.mp4"}) + "\n")
+    report = check_manifest(str(media.root / "part-*.jsonl"), sample_rows=13)
+    assert report["duplicate_ids"] == ["r0"] and report["rows"] == 13
+    assert any("duplicate ids" in p for p in report["problems"])
+    assert any("missing.mp4" in p for p in report["problems"])
+
+
+class _GatedReads(pafs.FSSpecHandler):
+    """Local files where a read task may open one file at once; every other file waits for `release`
+    (a file the test creates after its first batch, or 90 s). Opens count by file, per process."""
+
+    def __init__(self, root: str, driver_pid: int) -> None:
+        super().__init__(LocalFileSystem())
+        self.root, self.driver_pid = root, driver_pid
+
+    def __reduce__(self):
+        return _GatedReads, (self.root, self.driver_pid)
+
+    def open_input_file(self, path):
+        if os.getpid() != self.driver_pid and path.endswith(".parquet"):   # a read task, not planning
+            name = os.path.basename(path)
+            first = os.path.join(self.root, "first")
+            try:
+                with os.fdopen(os.open(first, os.O_CREAT | os.O_EXCL | os.O_WRONLY), "w") as claim:
+                    claim.write(name)   # the one file read tasks may open now (as often as they like)
+            except FileExistsError:
+                deadline = time.monotonic() + 60
+                while Path(first).read_text() != name and not os.path.exists(os.path.join(self.root, "release")) \
+                        and time.monotonic() < deadline:
+                    time.sleep(0.05)   # not synchronization: a stand-in for storage too slow to list ahead
+            open(os.path.join(self.root, f"read-{name}"), "w").close()
+        return super().open_input_file(path)
+
+
+def test_a_built_dataset_yields_its_first_batch_before_reading_its_last_file(ray_cluster, tmp_path, monkeypatch):
+    """No all-to-all step before the first batch: while the read tasks may open only one file, the first
+    batch still arrives (an all-to-all shuffle would wait for every file)."""
+    built, gate = tmp_path / "built", tmp_path / "gate"
+    (built / BUILT_DATA).mkdir(parents=True)
+    gate.mkdir()
+    for index in range(10):
+        pq.write_table(pa.table({"id": [f"{index}-{i}" for i in range(20)], "video": [b"x"] * 20}),
+                       built / BUILT_DATA / f"{index}.parquet")
+    (built / BUILT_MARKER).write_text(json.dumps({"rows_out": 200, "columns": ["video"]}))
+    gated = pafs.PyFileSystem(_GatedReads(str(gate), os.getpid()))
+    real = storage.resolve
+    monkeypatch.setattr(storage, "resolve", lambda uri: (gated, real(uri)[1]) if "built" in uri else real(uri))
+    cfg = validate({"name": "b", "data": {"train": str(built), "modalities": ["video"]}})
+    stream = build_stream(cfg, str(built), "", shuffle=True, columns=["id"])
+    batches = stream.dataset.iter_batches(batch_size=10)
+    first = next(iter(batches))
+    files_read = sorted(p.name for p in gate.iterdir() if p.name.startswith("read-"))
+    (gate / "release").touch()
+    assert len(first["id"]) == 10 and len(files_read) < 10, files_read
+    assert stream.rows_in == 200
+
+
+def test_training_streams_a_jsonl_sharded_manifest_and_counts_add_up(ray_cluster, tmp_path):
+    """A manifest over several JSONL files trains (rows counted by read tasks, not a driver table) and a
+    Parquet-sharded one evaluates."""
+    from raybind.evaluate.tasks import evaluate
+    from raybind.train.trainer import pretrain
+
+    demo = generate(tmp_path / "demo", train_clips=12, val_clips=6, seed=3)
+    rows = [json.loads(line) for line in Path(demo["train"]).read_text().splitlines()]
+    rows.append({"id": "broken", "text": "no such clip", "video": "clips/missing.mp4"})
+    _shard(rows, tmp_path / "demo", 3, "jsonl")
+    cfg = validate({
+        "name": "sharded", "storage": str(tmp_path / "runs"), "seed": 0,
+        "data": {"train": str(tmp_path / "demo" / "part-*.jsonl"), "val": demo["val"], "modalities": ["video"],
+                 "num_frames": 4, "shuffle_buffer": 8, "decode": {"batch_size": 4, "num_cpus": 0.5}},
+        "model": {"preset": "tiny", "text": {"kind": "hf", "name": "all-minilm-l6-v2"},
+                  "towers": {"video": {"lr": 2e-3}}},
+        "train": {"steps": 4, "batch_size": 4, "log_every": 2, "val_batch_size": 6, "cpus_per_worker": 0.5}})
+    summary = pretrain(cfg)
+    assert summary["steps"] == 4 and summary["first_pass_complete"] is True
+    assert (summary["rows_in"], summary["rows_out"], summary["rows_quarantined"]) == (13, 12, 1)
+    val_rows = [json.loads(line) for line in Path(demo["val"]).read_text().splitlines()]
+    _shard(val_rows, tmp_path / "demo", 2, "parquet")
+    result = evaluate(summary["run_dir"], str(tmp_path / "eval"), data=str(tmp_path / "demo" / "part-*.parquet"),
+                      tasks=["retrieval"])
+    assert (result["rows_in"], result["rows_out"]) == (6, 6)
+    assert result["metrics"]["retrieval"]["video"]["r10"] == 1.0   # 6 candidates: every caption's clip in the top 10
