@@ -1,0 +1,163 @@
+"""Where a manifest's rows are, and how Ray Data reads them where the data is.
+
+A manifest is one file, a folder, a glob (`s3://bucket/vidal/part-*.parquet`) or a list of such entries,
+in Parquet, JSONL or CSV, local or `s3://`. Two ways to read it:
+
+- **One small file** (at most `DRIVER_MANIFEST_MB`) is read whole on the driver (`manifest.load_manifest`):
+  ids are checked for duplicates before anything starts and rows are permuted with the run's seed, exactly
+  the same order on every machine. A small file costs the driver little.
+- **Anything else** is *sharded*: Ray Data's read tasks list and read the files on the cluster, streamed
+  under backpressure, never collected on the driver. The driver holds file names and Parquet footers only
+  (row counts come from footers; JSONL/CSV rows are counted by tasks). Per pass the files are visited in a
+  new seeded order (the same seed repeats it), and rows are shuffled within `data.shuffle_buffer` on the
+  consumer. Duplicate ids are not looked for at training start (that would need every id in one place):
+  `raybind check` finds them with a distributed job.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pyarrow.parquet as pq
+import ray
+from ray.data import Dataset, FileShuffleConfig
+
+from raybind import storage
+from raybind.errors import InputError
+
+DRIVER_MANIFEST_MB = 64   # a single manifest file up to this size is read on the driver (exact seeded order)
+FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+_WILDCARDS = ("*", "?", "[")
+
+
+class ManifestError(InputError):
+    """The manifest cannot be used at all (unreadable, wrong format, missing columns)."""
+
+
+def manifest_name(spec: str | Sequence[str]) -> str:
+    """A manifest as messages name it (credentials redacted; a list by its first entry)."""
+    if isinstance(spec, str):
+        return storage.redact(spec)
+    return storage.redact(spec[0]) + (f" (and {len(spec) - 1} more)" if len(spec) > 1 else "")
+
+
+def manifest_format(uri: str) -> str | None:
+    """parquet, json (newline-delimited) or csv by the file's suffix; None for anything else."""
+    path = uri.split("?")[0].lower()
+    return next((kind for suffix, kind in FORMATS.items() if path.endswith(suffix)), None)
+
+
+@dataclass(frozen=True)
+class ManifestFiles:
+    """A manifest's files, their one format, and the folder relative media URIs resolve against."""
+
+    entries: tuple[str, ...]   # as configured
+    files: tuple[str, ...]     # every file, in listing order
+    format: str                # parquet | json | csv
+    base_dir: str
+
+    @property
+    def sharded(self) -> bool:
+        """Read by Ray Data's tasks on the cluster (several files, or one too large for the driver)."""
+        return len(self.files) > 1 or storage.size(self.files[0]) > DRIVER_MANIFEST_MB * 2**20
+
+    def columns(self) -> list[str]:
+        """Column names from the first file's Parquet footer, JSONL first line or CSV header (no rows read)."""
+        first = self.files[0]
+        fs, path = storage.resolve(first)
+        try:
+            if self.format == "parquet":
+                return list(pq.read_schema(path, filesystem=fs).names)
+            with fs.open_input_stream(path) as stream:
+                head = stream.read(1 << 20).split(b"\n", 1)[0].decode("utf-8")
+            if self.format == "json":
+                return list(json.loads(head))
+            return [name.strip().strip('"') for name in head.split(",")]
+        except (OSError, ValueError) as error:
+            raise ManifestError(f"cannot read manifest {storage.redact(first)} as {self.format}: {error}") from None
+
+    def footer_rows(self) -> int | None:
+        """Rows of every file from Parquet footers (metadata only); None for JSONL and CSV."""
+        if self.format != "parquet":
+            return None
+        total = 0
+        for uri in self.files:
+            fs, path = storage.resolve(uri)
+            try:
+                total += pq.ParquetFile(fs.open_input_file(path)).metadata.num_rows
+            except (OSError, ValueError) as error:
+                raise ManifestError(f"cannot read the Parquet footer of {storage.redact(uri)}: {error}") from None
+        return total
+
+
+def _glob(pattern: str) -> list[str]:
+    """Files matching a glob (`*`, `?`, `[...]` in any path component below the first fixed folders)."""
+    path, _, query = pattern.partition("?") if storage.is_remote(pattern) else (pattern, "", "")
+    parts = path.split("/")
+    fixed = next(i for i, part in enumerate(parts) if any(w in part for w in _WILDCARDS))
+    base = "/".join(parts[:fixed]) + (f"?{query}" if query else "")
+    wanted = storage.resolve(path)[1]
+    return [uri for uri in storage.list_files(base) if fnmatch.fnmatchcase(storage.resolve(uri)[1], wanted)]
+
+
+def _is_glob(entry: str) -> bool:
+    path = entry.split("?", 1)[0] if storage.is_remote(entry) else entry
+    return any(w in path for w in ("*", "["))
+
+
+def manifest_files(spec: str | Sequence[str]) -> ManifestFiles:
+    """Resolve a manifest (file, folder, glob or list of them) to its files; fails naming what is wrong."""
+    entries = (spec,) if isinstance(spec, str) else tuple(spec)
+    if not entries:
+        raise ManifestError("the manifest lists no files")
+    files: list[str] = []
+    for entry in entries:
+        try:
+            if _is_glob(entry):
+                found = _glob(entry)
+            elif storage.is_dir(entry):
+                found = [uri for uri in storage.list_files(entry) if manifest_format(uri)
+                         and not posixpath.basename(uri.split("?")[0]).startswith(("_", "."))]
+            elif storage.exists(entry):
+                found = [entry]
+            else:
+                raise ManifestError(f"manifest not found: {storage.redact(entry)}")
+        except OSError as error:
+            raise ManifestError(f"cannot reach manifest {storage.redact(entry)}: {error}") from None
+        if not found:
+            raise ManifestError(f"no manifest files (.parquet, .jsonl, .json, .csv) at {storage.redact(entry)}")
+        files += found
+    formats = {manifest_format(uri) for uri in files}
+    if None in formats:
+        odd = next(uri for uri in files if manifest_format(uri) is None)
+        raise ManifestError(f"{storage.redact(odd)}: a manifest file must end in .parquet, .jsonl, .json or .csv")
+    if len(formats) > 1:
+        raise ManifestError(f"manifest {storage.redact(entries[0])} mixes formats {sorted(formats)}: use one")
+    first = entries[0]
+    base_dir = first if not _is_glob(first) and storage.is_dir(first) else storage.parent(files[0])
+    return ManifestFiles(entries, tuple(files), formats.pop(), base_dir)
+
+
+def read_rows(source: ManifestFiles, shuffle_seed: int | None, read_args: dict | None = None) -> Dataset:
+    """The manifest's rows as a Ray dataset read by tasks on the cluster. With a seed, every execution (pass)
+    visits the files in a new order derived from it (Ray's `FileShuffleConfig`), the same one for the same
+    seed; without, in listing order. `read_args`: the read tasks' Ray options (`resources` for data nodes)."""
+    fs, _ = storage.resolve(source.files[0])
+    paths = [storage.resolve(uri)[1] for uri in source.files]
+    kwargs = {"filesystem": fs, "shuffle": FileShuffleConfig(seed=shuffle_seed) if shuffle_seed is not None else None,
+              **(read_args or {})}
+    if source.format == "parquet":
+        return ray.data.read_parquet(paths, **kwargs)
+    if source.format == "json":   # Arrow's JSON reader takes newline-delimited JSON (and a filesystem: S3)
+        return ray.data.read_json(paths, file_extensions=None, **kwargs)
+    return ray.data.read_csv(paths, file_extensions=None, **kwargs)
+
+
+def count_rows(source: ManifestFiles, read_args: dict | None = None) -> int:
+    """Rows of a sharded manifest: Parquet footers, or a count by read tasks (the driver gets one integer)."""
+    rows = source.footer_rows()
+    return rows if rows is not None else read_rows(source, None, read_args).count()
