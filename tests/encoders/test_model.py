@@ -193,6 +193,7 @@ def test_hf_text_projection_is_frozen_and_deterministic():
     assert torch.equal(a.text.projection, b.text.projection)
 
 
+@pytest.mark.slow
 def test_vit_l14_trainable_fractions_are_lora_sized():
     from encoders.demo import tower_report
 

@@ -9,6 +9,7 @@ import pytest
 pytestmark = pytest.mark.timeout(600)
 
 
+@pytest.mark.slow
 def test_every_suite_reports_its_ratios(tmp_path):
     result = subprocess.run(
         [sys.executable, "jobs/benchmark.py", "--suite", "masking,lora,ingest,streaming_memory,train_overhead,gpu,gpu_train",

@@ -14,6 +14,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=280)
 
 
+@pytest.mark.slow
 def test_demo_data_then_build_dataset_counts_add_up(tmp_path):
     demo = _run("jobs/make_demo_data.py", "--output", str(tmp_path / "demo"), "--train", "10", "--val", "4")
     assert demo.returncode == 0, demo.stderr
@@ -45,6 +46,7 @@ def test_invalid_config_exits_2_before_ray_starts(tmp_path):
     assert "train.batch_size" in result.stderr and "Ray" not in result.stderr
 
 
+@pytest.mark.slow
 def test_unreadable_manifest_exits_2_with_a_clear_message(tmp_path):
     result = _run("jobs/build_dataset.py", "--config", "configs/quickstart.yaml", "--input",
                   str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "o"))

@@ -28,6 +28,7 @@ def test_unwritable_storage_fails_fast(tmp_path):
     assert "cannot write to storage" in result.stderr
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_plan_of_an_l14_recipe_without_starting_anything():
     result = subprocess.run([sys.executable, "jobs/pretrain.py", "--config", "configs/languagebind_video_l14.yaml",
                              "--dry-run"], capture_output=True, text=True, timeout=120)
@@ -44,6 +45,7 @@ def test_dry_run_prints_the_plan_of_an_l14_recipe_without_starting_anything():
     assert f"~{memory['peak_gib']:g} GiB estimated peak" in result.stderr
 
 
+@pytest.mark.slow
 def test_dry_run_of_a_local_config_that_cannot_fit_exits_2_with_what_is_short():
     result = subprocess.run([sys.executable, "jobs/pretrain.py", "--config", "configs/quickstart.yaml", "--dry-run",
                              "--set", "train.use_gpu=true", "--set", "train.num_workers=4"],

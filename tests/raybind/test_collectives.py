@@ -48,6 +48,7 @@ def _run(backend: str) -> dict[int, tuple]:
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(200)
 def test_gpu_process_group_has_a_cpu_backend_for_the_loops_agreement():
     backend = process_group_backend(use_gpu=True)

@@ -9,6 +9,7 @@ from raybind.data.demo_synthesizers import _training_frames, fit_demo_synthesize
 from raybind.data.synthesis import load_synthesizer
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_fitted_synthesizers_load_like_real_weights_and_show_the_object(tmp_path):
     paths = fit_demo_synthesizers(tmp_path, seed=0, frames=128)   # the demo's own number of steps

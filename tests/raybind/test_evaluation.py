@@ -17,7 +17,7 @@ from raybind.evaluate.embed import load
 from raybind.evaluate.tasks import evaluate
 from raybind.train.trainer import pretrain
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ def test_the_counter_counts_each_storage_once_and_releases_it_when_freed():
     assert counter.live == 0
 
 
+@pytest.mark.slow
 def test_the_estimate_reproduces_the_h100_measurements_of_the_l14_video_tower():
     """Measured on one H100 80GB (docs/gpus.md): 8 frames, LoRA r=16, mask 0.3, bf16: 16 clips per step take ~27 GiB; 64
     clips do not fit without activation checkpointing."""

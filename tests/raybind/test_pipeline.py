@@ -95,6 +95,7 @@ def _operators(stream) -> str:
     return str(stream.dataset)  # the repr lists the logical operators
 
 
+@pytest.mark.slow
 def test_gpu_synthesis_pool_gives_the_same_rows_as_cpu_actors_that_also_decode(ray_cluster, media, tmp_path):
     """CPU synthesis actors decode their own batches; GPU synthesis gets its own actor pool after CPU
     decode tasks (the session cluster declares one GPU; without CUDA the actor falls back to the CPU)."""
@@ -114,6 +115,7 @@ def test_gpu_synthesis_pool_gives_the_same_rows_as_cpu_actors_that_also_decode(r
             np.testing.assert_array_equal(row[column], by_id[1][row_id][column])
 
 
+@pytest.mark.slow
 def test_actor_pool_holding_every_cpu_still_streams(ray_cluster, media, tmp_path):
     """CPU synthesis actors that take all 4 CPUs of the cluster: no read, shuffle or projection task is
     left waiting for a CPU, so shuffled batches with only the consumer's columns still come out."""
@@ -138,6 +140,7 @@ def test_manifest_blocks_are_whole_decode_batches_and_capped_in_number(ray_clust
     assert sorted(large.to_pandas()["id"].astype(int)) == list(range(100))
 
 
+@pytest.mark.slow
 def test_shuffle_reorders_rows_on_every_pass(ray_cluster, media, tmp_path):
     clip = media.video("c.mp4").name
     manifest = media.manifest("m.jsonl", [{"id": f"r{i:02d}", "text": "t", "video": clip} for i in range(24)])
@@ -225,6 +228,7 @@ def test_first_batches_arrive_before_the_dataset_is_processed(ray_cluster, media
     assert len(seen) + len(quarantine.read_all(str(tmp_path / "q"))) == stream.rows_in
 
 
+@pytest.mark.slow
 def test_manifest_and_media_in_s3_and_dataset_built_to_s3(ray_cluster, media, s3_bucket, tmp_path):
     client, bucket, query = s3_bucket
     rows = [{"id": f"c{i}", "text": f"clip {i}", "video": f"clips/c{i}.mp4"} for i in range(3)]

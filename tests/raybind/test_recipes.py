@@ -126,6 +126,7 @@ def test_bad_recipe_settings_name_the_field(override, message):
         validate(_cfg("m.jsonl", **override))
 
 
+@pytest.mark.slow
 def test_a_bad_view_weight_exits_2_naming_the_field():
     result = subprocess.run([sys.executable, "jobs/pretrain.py", "--config", "configs/recipes_demo.yaml",
                              "--set", "data.caption_views.title=0"], capture_output=True, text=True, timeout=120)
@@ -165,6 +166,7 @@ def test_a_one_frame_clip_skips_temporal_attention_and_mixed_batches_train_in_on
     assert temporal is not None and temporal.abs().sum() > 0        # the clips' temporal path trained
 
 
+@pytest.mark.slow
 def test_two_stages_switch_at_their_step_and_resume_inside_the_second(ray_cluster, demo, tmp_path):
     import os
     import signal

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from fsspec.implementations.local import LocalFileSystem
 from ray.data import DataContext
 
-from raybind import storage
 from raybind.config import validate
 from raybind.data.check import check_manifest
 from raybind.data.demo_data import generate
@@ -57,6 +52,7 @@ def test_a_manifest_is_a_file_folder_glob_or_list(tmp_path):
         manifest_files(str(tmp_path / "gone.jsonl"))
 
 
+@pytest.mark.slow
 def test_sharded_reads_visit_files_in_a_new_seeded_order_each_pass(ray_cluster, tmp_path):
     """Each execution (pass) reads the files in another order; the same seed repeats the sequence."""
     for file in range(8):   # file f holds ids f-0, f-1, f-2
@@ -98,56 +94,37 @@ def test_check_finds_a_duplicate_id_planted_in_the_last_shard(ray_cluster, media
     assert any("missing.mp4" in p for p in report["problems"])
 
 
-class _GatedReads(pafs.FSSpecHandler):
-    """Local files where a read task may open one file at once; every other file waits for `release`
-    (a file the test creates after its first batch, or 90 s). Opens count by file, per process."""
+def _all_to_all(ds) -> list[str]:
+    """The all-to-all operators (shuffles, block randomising, sorts) in a dataset's logical plan: each
+    reads its whole input before it emits a block."""
+    from ray.data._internal.logical.operators.all_to_all_operator import AbstractAllToAll
 
-    def __init__(self, root: str, driver_pid: int) -> None:
-        super().__init__(LocalFileSystem())
-        self.root, self.driver_pid = root, driver_pid
-
-    def __reduce__(self):
-        return _GatedReads, (self.root, self.driver_pid)
-
-    def open_input_file(self, path):
-        if os.getpid() != self.driver_pid and path.endswith(".parquet"):   # a read task, not planning
-            name = os.path.basename(path)
-            first = os.path.join(self.root, "first")
-            try:
-                with os.fdopen(os.open(first, os.O_CREAT | os.O_EXCL | os.O_WRONLY), "w") as claim:
-                    claim.write(name)   # the one file read tasks may open now (as often as they like)
-            except FileExistsError:
-                deadline = time.monotonic() + 60
-                while Path(first).read_text() != name and not os.path.exists(os.path.join(self.root, "release")) \
-                        and time.monotonic() < deadline:
-                    time.sleep(0.05)   # not synchronization: a stand-in for storage too slow to list ahead
-            open(os.path.join(self.root, f"read-{name}"), "w").close()
-        return super().open_input_file(path)
+    found, stack = [], [ds._logical_plan.dag]
+    while stack:
+        op = stack.pop()
+        found += [type(op).__name__] if isinstance(op, AbstractAllToAll) else []
+        stack += op.input_dependencies
+    return found
 
 
-def test_a_built_dataset_yields_its_first_batch_before_reading_its_last_file(ray_cluster, tmp_path, monkeypatch):
-    """No all-to-all step before the first batch: while the read tasks may open only one file, the first
-    batch still arrives (an all-to-all shuffle would wait for every file)."""
-    built, gate = tmp_path / "built", tmp_path / "gate"
+def test_a_built_dataset_streams_with_no_all_to_all_step_before_its_first_batch(ray_cluster, tmp_path):
+    """Passes over a built dataset shuffle by file order, not by an all-to-all step (which would read every
+    file before the first batch), and its rows stream out file by file."""
+    built = tmp_path / "built"
     (built / BUILT_DATA).mkdir(parents=True)
-    gate.mkdir()
-    for index in range(10):
+    for index in range(6):
         pq.write_table(pa.table({"id": [f"{index}-{i}" for i in range(20)], "video": [b"x"] * 20}),
                        built / BUILT_DATA / f"{index}.parquet")
-    (built / BUILT_MARKER).write_text(json.dumps({"rows_out": 200, "columns": ["video"]}))
-    gated = pafs.PyFileSystem(_GatedReads(str(gate), os.getpid()))
-    real = storage.resolve
-    monkeypatch.setattr(storage, "resolve", lambda uri: (gated, real(uri)[1]) if "built" in uri else real(uri))
+    (built / BUILT_MARKER).write_text(json.dumps({"rows_out": 120, "columns": ["video"]}))
     cfg = validate({"name": "b", "data": {"train": str(built), "modalities": ["video"]}})
     stream = build_stream(cfg, str(built), "", shuffle=True, columns=["id"])
-    batches = stream.dataset.iter_batches(batch_size=10)
-    first = next(iter(batches))
-    files_read = sorted(p.name for p in gate.iterdir() if p.name.startswith("read-"))
-    (gate / "release").touch()
-    assert len(first["id"]) == 10 and len(files_read) < 10, files_read
-    assert stream.rows_in == 200
+    assert _all_to_all(stream.dataset) == [] and stream.rows_in == 120
+    assert _all_to_all(stream.dataset.randomize_block_order()) == ["RandomizeBlocks"]   # what it used to be
+    ids = [row["id"] for row in stream.dataset.iter_rows()]
+    assert sorted(ids) == sorted(f"{f}-{i}" for f in range(6) for i in range(20))
 
 
+@pytest.mark.slow
 def test_training_streams_a_jsonl_sharded_manifest_and_counts_add_up(ray_cluster, tmp_path):
     """A manifest over several JSONL files trains (rows counted by read tasks, not a driver table) and a
     Parquet-sharded one evaluates."""

@@ -52,6 +52,7 @@ def test_a_space_naming_a_field_that_does_not_exist_fails_before_anything_starts
     assert result.returncode == 2 and "mask_ration" in result.stderr and "Started a local Ray" not in result.stderr
 
 
+@pytest.mark.slow
 def test_asha_stops_the_weak_trial_and_the_sweep_writes_table_plot_tensorboard_and_best_config(
         ray_cluster, demo, tmp_path):
     """Two trials in grid order with a fixed temperature: 1.0 (logits within [-1, 1]: a val loss near
@@ -117,6 +118,7 @@ def _kill_tree(process: subprocess.Popen) -> None:
     process.wait(timeout=60)
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_on_s3_resumes_without_rerunning_its_finished_trial(ray_cluster, demo, s3_bucket, tmp_path):
     """`jobs/sweep.py` is SIGKILLed (with its Ray) right after its first trial finished; re-running the same
     sweep keeps that trial as it was and runs the other one."""

@@ -19,7 +19,7 @@ from raybind.config import validate
 from raybind.data.demo_data import generate
 from raybind.train.trainer import pretrain
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
