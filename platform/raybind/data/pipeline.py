@@ -161,7 +161,7 @@ def build_stream(cfg: RayBindConfig, source_uri: str | list[str], quarantine_uri
     ds = manifest_blocks(manifest.table, cfg.data.decode.batch_size, cfg.seed if shuffle else None)
     if shuffle:
         ds = ds.randomize_block_order()
-    spec = decode_spec(cfg, source_uri, quarantine_uri, manifest.media_columns)
+    spec = decode_spec(cfg, source.files[0], quarantine_uri, manifest.media_columns, manifest_dir=source.base_dir)
     return Stream(decode_stages(ds, cfg, spec, keep), manifest.rows, quarantine_uri, source_uri)
 
 
