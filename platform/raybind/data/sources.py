@@ -106,7 +106,7 @@ def _glob(pattern: str) -> list[str]:
 
 def _is_glob(entry: str) -> bool:
     path = entry.split("?", 1)[0] if storage.is_remote(entry) else entry
-    return any(w in path for w in ("*", "["))
+    return any(w in path for w in _WILDCARDS)   # the same wildcards `_glob` expands
 
 
 def manifest_files(spec: str | Sequence[str]) -> ManifestFiles:
