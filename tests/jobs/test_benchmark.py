@@ -12,10 +12,10 @@ pytestmark = pytest.mark.timeout(600)
 @pytest.mark.slow
 def test_every_suite_reports_its_ratios(tmp_path):
     result = subprocess.run(
-        [sys.executable, "jobs/benchmark.py", "--suite", "masking,lora,ingest,streaming_memory,train_overhead,gpu,gpu_train",
+        [sys.executable, "jobs/benchmark.py", "--suite", "masking,lora,ingest,streaming_memory,train_overhead,scale,gpu,gpu_train",
          "--workdir", str(tmp_path), "--preset", "tiny", "--batch", "2", "--steps", "1",
          "--clips-per-resolution", "1", "--clip-seconds", "1", "--repeats", "1", "--memory-rows", "2",
-         "--overhead-steps", "4"],
+         "--overhead-steps", "4", "--scale-rows", "120", "--scale-rows-per-file", "40"],
         capture_output=True, text=True, timeout=580)
     assert result.returncode == 0, result.stderr[-4000:]
     lines = result.stdout.strip().splitlines()
@@ -41,6 +41,13 @@ def test_every_suite_reports_its_ratios(tmp_path):
     overhead = suites["train_overhead"]
     assert overhead["ratio"] == pytest.approx(overhead["ray_train_samples_per_s"] / overhead["plain_loop_samples_per_s"],
                                               rel=0.01)
+    scale = suites["scale"]   # 3 files of 40 rows, then 30: the driver's figures at each size and their ratios
+    assert (scale["n"]["rows"], scale["10n"]["rows"], scale["n"]["files"], scale["10n"]["files"]) == (120, 1200, 3, 30)
+    assert scale["n"]["first_batch_rows"] == scale["10n"]["first_batch_rows"] == 8
+    assert scale["first_batch_ratio"] == pytest.approx(scale["10n"]["first_batch_s"] / scale["n"]["first_batch_s"],
+                                                       rel=0.02)
+    assert scale["driver_rss_ratio"] == pytest.approx(
+        scale["10n"]["driver_peak_rss_mib"] / scale["n"]["driver_peak_rss_mib"], rel=0.01)
     for gpu_suite, figure in (("gpu", "towers"), ("gpu_train", "ratio")):
         result = suites[gpu_suite]
         assert result == {"skipped": "no CUDA device", "suite_seconds": result["suite_seconds"]} or figure in result

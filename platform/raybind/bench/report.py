@@ -16,6 +16,7 @@ GOALS: dict[str, list[tuple[str, str, float]]] = {
                ("steady_ratio_vs_dataloader", ">=", 1.25), ("steady_ratio_vs_decode_bound", ">=", 0.85)],
     "masking": [("speedup", ">=", 1.9)], "lora": [("step_time_ratio", "<=", 0.8)],
     "train_overhead": [("ratio", ">=", 0.9)], "streaming_memory": [("ratio", "<=", 1.2)],
+    "scale": [("driver_rss_ratio", "<=", 1.1), ("object_refs_ratio", "<=", 1.1), ("first_batch_ratio", "<=", 1.3)],
     "gpu": [*[(f"towers.{m}.mfu", ">=", 0.35 if m == "video" else 0.45) for m in GPU_RECIPE_MODALITIES],
             *[(f"towers.{m}.peak_memory_gib", "<=", 80) for m in GPU_RECIPE_MODALITIES]],
     "gpu_train": [("ratio", ">=", 0.9)],

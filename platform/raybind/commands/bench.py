@@ -1,7 +1,7 @@
-"""Benchmarks: ingest, masking, LoRA, Ray Train overhead and streaming memory, each a ratio against a
-baseline measured in the same run.
+"""Benchmarks: ingest, masking, LoRA, Ray Train overhead, streaming memory and the driver's cost at scale,
+each a ratio against a baseline measured in the same run.
 
-    raybind bench --suite ingest,masking,lora,train_overhead,streaming_memory
+    raybind bench --suite ingest,masking,lora,train_overhead,streaming_memory,scale
     raybind bench --suite gpu,gpu_train   # accelerator machine: every L/14 recipe's step; Ray Train loop vs it
     raybind bench --suite ingest --synthesis gpu --synthesizers full   # accelerator machine
 
@@ -27,13 +27,13 @@ from raybind.bench import SYNTHESIS, SYNTHESIZERS
 from raybind.bench.report import markdown, table
 from raybind.errors import InputError
 
-SUITES = ("ingest", "masking", "lora", "train_overhead", "streaming_memory", "gpu", "gpu_train")
-SUMMARY = "measure ingest, masking, LoRA, Ray Train overhead, GPU steps as ratios to baselines"
+SUITES = ("ingest", "masking", "lora", "train_overhead", "streaming_memory", "scale", "gpu", "gpu_train")
+SUMMARY = "measure ingest, masking, LoRA, Ray Train overhead, scale, GPU steps as ratios to baselines"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `raybind bench`."""
-    parser.add_argument("--suite", default="ingest,masking,lora,train_overhead,streaming_memory")
+    parser.add_argument("--suite", default="ingest,masking,lora,train_overhead,streaming_memory,scale")
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     parser.add_argument("--markdown", metavar="FILE", help="also write the docs' Markdown tables of the report here")
     parser.add_argument("--from-json", metavar="FILE",
@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ingest: tiny random synthesizers, or random ones of GLPN's and MUNIT's real sizes")
     parser.add_argument("--memory-rows", type=int, default=12, help="N for streaming_memory (10N is the other run)")
     parser.add_argument("--overhead-steps", type=int, default=40, help="training steps for train_overhead")
+    parser.add_argument("--scale-rows", type=int, default=20_000,
+                        help="N for scale: manifests of N and 10N metadata rows")
+    parser.add_argument("--scale-rows-per-file", type=int, default=2_000,
+                        help="rows per Parquet file of the scale manifests (10N has 10x the files)")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -73,7 +77,7 @@ def run(args: argparse.Namespace) -> dict:
     from raybind.bench import machine  # imports torch: after argument parsing
 
     results: dict = {}
-    if any(s in suites for s in ("ingest", "train_overhead", "streaming_memory")):
+    if any(s in suites for s in ("ingest", "train_overhead", "streaming_memory", "scale")):
         from ray.data import DataContext
 
         from raybind.runtime import start_ray
@@ -91,6 +95,10 @@ def run(args: argparse.Namespace) -> dict:
             from raybind.bench.ingest import streaming_memory_suite
 
             results[suite] = streaming_memory_suite(workdir, workers, args.memory_rows)
+        elif suite == "scale":
+            from raybind.bench.scale import scale_suite
+
+            results[suite] = scale_suite(workdir, args.scale_rows, args.scale_rows_per_file)
         elif suite == "masking":
             from raybind.bench.model_suites import masking_suite
 
