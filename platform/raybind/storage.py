@@ -154,6 +154,13 @@ def delete_dir(uri: str) -> None:
         fs.delete_dir(path)
 
 
+def delete(uri: str) -> None:
+    """Delete one file; an absent one is fine."""
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
 @contextlib.contextmanager
 def local_path(uri: str, suffix: str = "") -> Iterator[str]:
     """A local file path for `uri` (the file itself when local, a temporary copy when remote).

@@ -35,7 +35,8 @@ def trained(ray_cluster, tmp_path_factory):
     cfg = validate({
         "name": "evalrun", "storage": str(root / "runs"), "seed": 0,
         "data": {"train": manifests["train"], "modalities": ["video", "audio", "thermal"], "num_frames": 4,
-                 "decode": {"batch_size": 8, "num_cpus": 0.5}, "synthesis": {"actors": 1, "num_cpus": 0.5}},
+                 "decode": {"batch_size": 8, "num_cpus": 0.5}, "synthesis": {"actors": 1, "num_cpus": 0.5},
+                 "cache_mb": 256},   # 48 clips decoded and synthesized once, not once per pass (33 passes)
         "model": {"preset": "tiny", "text": {"kind": "hf", "name": "all-minilm-l6-v2"},
                   # video as the quickstart trains it (full fine-tuning, no flips): with LoRA on its temporal
                   # attention alone, 33 video steps left classification near chance in some runs

@@ -28,6 +28,11 @@ With a video tower that takes images (`model.towers.video.images`):
 
     video_frames  int64 ()          N for a clip, 1 for an image (repeated in every frame slot)
 
+A training stream over a sharded manifest with per-file row counts (`DecodeSpec.track_sources`):
+
+    source_key    int64 ()          stable_key of the manifest file or shard the row came from: the worker
+                                    counts rows per file, so a resumed run skips the files it finished
+
 Normalisation and augmentation happen on the consuming device (`raybind.data.tower_input.tower_input`).
 """
 
@@ -46,6 +51,8 @@ ID, TEXT, TOKENS, LABEL, FOLD, FRAMES = "id", "text", "tokens", "label", "fold",
 VIEW_TOKENS, VIEW_PRESENT, VIEW_FRAMES, ROW_KEY, SYNTH_FRAME = (
     "view_tokens", "view_present", "view_frames", "row_key", "synth_frame")
 VIDEO_FRAMES = "video_frames"
+SOURCE_KEY = "source_key"
+SOURCE_PATH = "path"   # the column Ray Data's readers add with `include_paths` (WebDataset samples: `__url__`)
 CAPTION_COLUMNS = (VIEW_TOKENS, VIEW_PRESENT, VIEW_FRAMES, ROW_KEY, SYNTH_FRAME)
 PASSTHROUGH = (LABEL, FOLD)   # manifest columns carried through decoding unchanged, as strings
 EMBEDDING_PREFIX = "emb_"
@@ -78,6 +85,7 @@ class DecodeSpec:
     text_view: str | None = None          # ... or tokenize only this one (validation)
     video_images: bool = False            # rows with an image and no video become 1-frame clips
     synth_seed: int = 0                   # one-frame synthesis's frame choice (per-frame captions bind to it)
+    track_sources: bool = False           # rows carry `source_key` (their manifest file) for resume bookkeeping
 
     @property
     def all_views(self) -> bool:
@@ -94,6 +102,11 @@ class DecodeSpec:
         if self.audio_source == "auto":
             return "audio" if "audio" in self.media_columns else "video"
         return "audio" if self.audio_source == "column" else "video"
+
+
+def stable_key(text: str) -> int:
+    """A stable 63-bit integer for a string (an id, a file path): tensors cannot carry strings to workers."""
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "little") & (2**63 - 1)
 
 
 def frame_choice(row_id: str, num_frames: int, seed: int) -> int:
@@ -133,6 +146,8 @@ def decoded_template(spec: DecodeSpec, passthrough: tuple[str, ...] = ()) -> Tem
         template["video" if "video" in spec.modalities else FRAMES] = ((n, s, s, 3), np.uint8)
     if spec.video_images:
         template[VIDEO_FRAMES] = ((), np.int64)
+    if spec.track_sources:
+        template[SOURCE_KEY] = ((), np.int64)
     for modality in spec.modalities:
         kind = REGISTRY[modality]
         if kind.tower_input == "spectrogram":

@@ -10,18 +10,19 @@ frame: the row's depth/thermal input comes from that frame.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from raybind.data.batch_format import stable_key
 
 SINGLE_VIEW = "text"
 
 
 def row_key(row_id: str) -> int:
     """A stable 63-bit integer for a row id (tensors cannot carry strings to the training worker)."""
-    return int.from_bytes(hashlib.sha1(row_id.encode()).digest()[:8], "little") & (2**63 - 1)
+    return stable_key(row_id)
 
 
 def _clean(value: Any) -> str | list[str] | None:

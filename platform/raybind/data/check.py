@@ -1,4 +1,5 @@
-"""Check a manifest before training on it, as a distributed job: columns, ids unique, media present.
+"""Check a manifest (or WebDataset shards) before training on it, as a distributed job: columns, ids unique,
+media present.
 
 Training reads sharded manifests where they are and never gathers their ids, so duplicate ids are found
 here instead, by Ray Data tasks (a group-by on `id`): no row passes through the driver, which receives
@@ -13,6 +14,7 @@ import numpy as np
 
 from encoders.modalities import MODALITIES
 from raybind import storage
+from raybind.data import webdataset
 from raybind.data.manifest import REQUIRED_COLUMNS
 from raybind.data.sources import ManifestError, manifest_files, manifest_name, read_rows
 
@@ -29,6 +31,24 @@ def _present_counts(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             counts[name] = np.array([sum(1 for v in values if v is not None and str(v).strip() not in ("", "nan"))])
     counts["rows"] = np.array([len(next(iter(batch.values())))])
     return counts
+
+
+def _sample_rows(batch: dict[str, np.ndarray], base_dir: str) -> dict[str, np.ndarray]:
+    """WebDataset samples -> their ids and which media they hold (member names; bytes dropped here); a
+    sample that cannot become a row keeps its key and counts under `unusable`."""
+    keys = batch[webdataset.KEY]
+    out: dict[str, list] = {"id": [], "unusable": [], **{m: [] for m in MODALITIES}}
+    for i in range(len(keys)):
+        try:
+            row = webdataset.manifest_row({name: batch[name][i] for name in batch}, base_dir)
+            out["unusable"].append(0)
+        except webdataset.SampleError:
+            row = {"id": str(keys[i])}
+            out["unusable"].append(1)
+        out["id"].append(row["id"])
+        for m in MODALITIES:
+            out[m].append(row[m].name if m in row else None)
+    return {name: np.array(values, dtype=np.int64 if name == "unusable" else object) for name, values in out.items()}
 
 
 def _repeated(counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -50,10 +70,15 @@ def check_manifest(uri: str | list[str], required: tuple[str, ...] = REQUIRED_CO
     if not media:
         problems.append(f"no media column: name one of {list(MODALITIES)}")
     ds = read_rows(source, None)
+    shards = source.format == "webdataset"
+    if shards:   # samples carry their media: ids and member names only from here on
+        ds = ds.map_batches(_sample_rows, fn_kwargs={"base_dir": source.base_dir}, batch_format="numpy").materialize()
     totals = ds.map_batches(_present_counts, batch_format="numpy").sum(["rows", *media])
     totals = totals if isinstance(totals, dict) else {"sum(rows)": totals}
     rows = int(totals.get("sum(rows)") or 0)
     per_modality = {m: int(totals.get(f"sum({m})") or 0) for m in media}
+    if shards and (unusable := int(ds.sum("unusable") or 0)):
+        problems.append(f"{unusable} sample(s) cannot become rows (see `raybind.data.webdataset`)")
     duplicates: list[str] = []
     if "id" in names:
         repeated = ds.select_columns(["id"]).map_batches(
@@ -63,7 +88,7 @@ def check_manifest(uri: str | list[str], required: tuple[str, ...] = REQUIRED_CO
         if duplicates:
             problems.append(f"duplicate ids, e.g. {duplicates}: quarantine records and resumes are keyed by id")
     missing_media = []
-    for row in ds.limit(sample_rows).take(sample_rows) if media else []:
+    for row in ds.limit(sample_rows).take(sample_rows) if media and not shards else []:
         for column in media:
             value = row.get(column)
             if value is None or not str(value).strip():

@@ -22,13 +22,15 @@ from encoders.modalities import REGISTRY
 from encoders.modalities import modality as modality_spec
 from encoders.text import Tokenizer
 from raybind import storage
-from raybind.data import captions, media, quarantine
+from raybind.data import captions, media, quarantine, webdataset
 from raybind.data.batch_format import (
     FRAMES,
     ID,
     PASSTHROUGH,
     ROW_KEY,
     SHIPPED_DTYPE,
+    SOURCE_KEY,
+    SOURCE_PATH,
     SYNTH_FRAME,
     TEXT,
     TOKENS,
@@ -40,7 +42,9 @@ from raybind.data.batch_format import (
     Template,
     decoded_template,
     frame_choice,
+    stable_key,
 )
+from raybind.data.webdataset import Member, SampleError
 
 VIEW_TEXTS = "_view_texts"  # per-row only, between decoding and tokenizing
 
@@ -66,15 +70,24 @@ class RowFailed(Exception):
         self.uri, self.reason = uri, reason
 
 
-def _media_uri(row: dict[str, Any], column: str, spec: DecodeSpec) -> str:
+# A row's media: a URI (manifests), or a WebDataset member's bytes (`Member`, decoded from memory).
+MediaSource = str | Member
+
+
+def _media(row: dict[str, Any], column: str, spec: DecodeSpec) -> MediaSource:
+    if isinstance(row.get(column), Member):
+        return row[column]
     value = _value(row, column)
     if value is None:
         raise RowFailed("", f"missing field '{column}'")
     return storage.resolve_relative(value, spec.manifest_dir)
 
 
-def _decode_path(uri: str, decode):
-    """Run `decode(local_path)` on a media URI (fetched to a temp file when remote); failures become row failures."""
+def _decode_path(uri: MediaSource, decode):
+    """Run `decode(local_path or bytes)` on a media URI (fetched to a temp file when remote) or a member's
+    bytes; failures become row failures."""
+    if isinstance(uri, Member):
+        return _decode_bytes(uri, decode)
     try:
         if storage.size(uri) == 0:
             raise RowFailed(uri, "empty file (0 bytes)")
@@ -107,7 +120,7 @@ def _captions(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
     return {TEXT: text}
 
 
-def decode_media(modality: str, uri: str, spec: DecodeSpec) -> np.ndarray:
+def decode_media(modality: str, uri: MediaSource, spec: DecodeSpec) -> np.ndarray:
     """One media file as its batch-format column value (see `raybind.data.batch_format`); raises `RowFailed`.
 
     The embedding API calls this for single files, so a file embeds the same in both.
@@ -140,8 +153,7 @@ _READERS = {
     "audio": lambda uri, spec: mel(_decode_path(uri, lambda path: media.decode_audio(path, spec.audio.sample_rate)),
                                    spec),
     "image": lambda uri, spec: _decode_bytes(uri, lambda data: media.decode_image(data, spec.frame_size)),
-    "depth": lambda uri, spec: depth_map(_decode_bytes(uri, lambda data: media.decode_depth(data, uri.split("?")[0])),
-                                         spec),
+    "depth": lambda uri, spec: depth_map(_decode_bytes(uri, lambda data: media.decode_depth(data, _name(uri))), spec),
 }
 
 
@@ -159,31 +171,40 @@ def _decode_row(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
             return (media.decode_video(path, spec.num_frames, spec.frame_size, spec.threads),
                     media.decode_audio(path, spec.audio.sample_rate))
 
-        out[frames_column], wave = _decode_path(_media_uri(row, "video", spec), frames_and_audio)
+        out[frames_column], wave = _decode_path(_media(row, "video", spec), frames_and_audio)
         out["audio"] = mel(wave, spec)
     elif spec.needs_frames and spec.video_images and _value(row, "video") is None and _value(row, "image") is not None:
-        image = decode_media("image", _media_uri(row, "image", spec), spec)   # a still: a 1-frame clip
+        image = decode_media("image", _media(row, "image", spec), spec)   # a still: a 1-frame clip
         out[frames_column] = np.repeat(image[None], spec.num_frames, axis=0)
         out[VIDEO_FRAMES] = 1
     elif spec.needs_frames:
-        out[frames_column] = decode_media("video", _media_uri(row, "video", spec), spec)
+        out[frames_column] = decode_media("video", _media(row, "video", spec), spec)
     if spec.video_images:
         out.setdefault(VIDEO_FRAMES, spec.num_frames)
     if audio_column is not None and "audio" not in out:
-        out["audio"] = decode_media("audio", _media_uri(row, audio_column, spec), spec)
+        out["audio"] = decode_media("audio", _media(row, audio_column, spec), spec)
     for modality in spec.modalities:
         kind = REGISTRY[modality]
         if modality in out or kind.temporal or (kind.synthesized and modality not in spec.from_column):
             continue  # decoded above (frames and a track share one fetch), or synthesized from frames later
-        out[modality] = decode_media(modality, _media_uri(row, modality, spec), spec)
+        out[modality] = decode_media(modality, _media(row, modality, spec), spec)
     return out
 
 
-def _decode_bytes(uri: str, decode):
-    try:
-        data = storage.read_bytes(uri)
-    except FileNotFoundError:
-        raise RowFailed(uri, "file not found") from None
+def _name(source: MediaSource) -> str:
+    """What messages and format checks call a media source (a URI without its query, or `<shard>#<member>`)."""
+    return source.name if isinstance(source, Member) else source.split("?")[0]
+
+
+def _decode_bytes(source: MediaSource, decode):
+    if isinstance(source, Member):
+        data, uri = source.data, source.name
+    else:
+        uri = source
+        try:
+            data = storage.read_bytes(uri)
+        except FileNotFoundError:
+            raise RowFailed(uri, "file not found") from None
     if not data:
         raise RowFailed(uri, "empty file (0 bytes)")
     try:
@@ -197,7 +218,7 @@ def _stack(rows: list[dict[str, Any]], template: Template) -> dict[str, np.ndarr
     columns = {}
     for name, (shape, dtype) in template.items():
         if dtype is object:
-            columns[name] = np.array([r[name] for r in rows], dtype=object)
+            columns[name] = np.array([r.get(name, "") for r in rows], dtype=object)   # "": a field the row lacks
         else:
             columns[name] = np.stack([r[name] for r in rows]).astype(dtype) if rows else np.zeros((0, *shape), dtype)
     return columns
@@ -223,19 +244,29 @@ def decode_batch(batch: dict[str, np.ndarray], spec: DecodeSpec,
     """Decode every row of a manifest batch; failures go to the quarantine, the rest are tokenized."""
     names = list(batch.keys())
     size = len(batch[names[0]]) if names else 0
+    shards = webdataset.KEY in names   # WebDataset samples: each becomes a manifest row first
+    source_column = webdataset.URL if shards else SOURCE_PATH
     rows = []
     for i in range(size):
         row = {name: batch[name][i] for name in names}
+        source = str(row.get(source_column) or "")
         try:
-            rows.append(_decode_row(row, spec))
-        except RowFailed as failure:
+            if shards:
+                row = webdataset.manifest_row(row, spec.manifest_dir)
+            decoded = _decode_row(row, spec)
+        except (RowFailed, SampleError) as failure:
             quarantine.record(spec.quarantine_uri, quarantine.QuarantinedRow(
-                id=str(row.get(ID)), uri=failure.uri, stage="decode", reason=failure.reason))
+                id=str(row.get(ID, row.get(webdataset.KEY))), uri=failure.uri, stage="decode", reason=failure.reason,
+                source=source))
+            continue
+        if spec.track_sources:
+            decoded[SOURCE_KEY] = stable_key(source)
+        rows.append(decoded)
     if rows and spec.all_views:
         _tokenize_views(rows, spec)
     elif rows and spec.with_text:
         tokens = _tokenizer(spec.text)([r[TEXT] for r in rows]).numpy().astype(np.int32)
         for row, ids in zip(rows, tokens):
             row[TOKENS] = ids
-    passthrough = tuple(name for name in PASSTHROUGH if name in names)
+    passthrough = PASSTHROUGH if shards else tuple(name for name in PASSTHROUGH if name in names)
     return keep_columns(_stack(rows, decoded_template(spec, passthrough)), columns)

@@ -37,6 +37,9 @@ class Manifest:
 
 
 def _read_file(uri: str, kind: str) -> pa.Table:
+    if kind == "webdataset":   # rows that carry their media: never gathered on the driver
+        raise ManifestError(f"{storage.redact(uri)}: WebDataset shards are read by Ray Data's tasks (training, "
+                            "evaluation, check), not whole on the driver; give this command a manifest")
     fs, path = storage.resolve(uri)
     try:
         if kind == "parquet":

@@ -7,7 +7,11 @@ in the quarantine.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import av
@@ -79,6 +83,30 @@ def open_video(path: str, threads: int = 0) -> cv2.VideoCapture:
     return cv2.VideoCapture(path, cv2.CAP_FFMPEG, params)
 
 
+@contextlib.contextmanager
+def readable_path(source: str | bytes) -> Iterator[str]:
+    """A path OpenCV can open for a file, or for bytes already in memory (a WebDataset member): an
+    anonymous in-memory file (Linux `memfd`), so nothing is written to disk; elsewhere a temporary file.
+    (OpenCV's in-memory stream capture crashes the process on undecodable input, so it is not used.)"""
+    if isinstance(source, str):
+        yield source
+        return
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("raybind-media", os.MFD_CLOEXEC)
+        try:
+            view = memoryview(source)
+            while view:
+                view = view[os.write(fd, view):]
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    with tempfile.NamedTemporaryFile() as tmp:
+        tmp.write(source)
+        tmp.flush()
+        yield tmp.name
+
+
 def _read_pass(cap: cv2.VideoCapture, targets: np.ndarray, size: int) -> _Pass:
     """One sequential pass: grab every frame up to the last target, retrieve only the targets.
 
@@ -115,14 +143,20 @@ def _variable_rate_targets(result: _Pass, targets: np.ndarray) -> np.ndarray | N
     return by_time if np.abs(by_time - targets).max() > 1 else None
 
 
-def decode_video(path: str, num_frames: int, size: int, threads: int = 0) -> np.ndarray:
+def decode_video(source: str | bytes, num_frames: int, size: int, threads: int = 0) -> np.ndarray:
     """uint8 RGB [num_frames, size, size, 3] sampled uniformly over the whole clip.
 
     Handles rotated/portrait video (OpenCV applies the rotation tag; the square crop is centred), a
     frame count the container gets wrong (a second pass over the true count), variable frame rate
     (frames uniform in time, not in index: a second pass only when the two differ by over a frame), and
-    clips shorter than `num_frames` (frames repeat). One pass over the file in the common case.
+    clips shorter than `num_frames` (frames repeat). One pass over the file in the common case. `source`:
+    a path, or the file's bytes.
     """
+    with readable_path(source) as path:
+        return _decode_video(path, num_frames, size, threads)
+
+
+def _decode_video(path: str, num_frames: int, size: int, threads: int) -> np.ndarray:
     cap = open_video(path, threads)
     try:
         if not cap.isOpened():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -22,7 +22,14 @@ from encoders.config import ModelConfig
 from encoders.modalities import MODALITIES, REGISTRY, SYNTHESIZABLE
 from raybind import storage
 from raybind.config import MediaRunConfig, RayBindConfig, SynthesisPoolSettings, SynthesisSettings
-from raybind.data.batch_format import FRAMES, SHIPPED_DTYPE, DecodeSpec, decoded_template, synthesized_shape
+from raybind.data.batch_format import (
+    FRAMES,
+    SHIPPED_DTYPE,
+    SOURCE_KEY,
+    DecodeSpec,
+    decoded_template,
+    synthesized_shape,
+)
 from raybind.data.decode import decode_batch
 from raybind.data.manifest import REQUIRED_COLUMNS, load_manifest
 from raybind.data.sources import ManifestError, ManifestFiles, count_rows, manifest_files, manifest_name, read_rows
@@ -42,6 +49,8 @@ class Stream:
     rows_in: int
     quarantine_uri: str | None   # None for a built dataset: its quarantine was settled at build time
     source: str
+    files: ManifestFiles | None = None   # a sharded manifest whose rows carry `source_key` (resume bookkeeping)
+    file_rows: list[int] | None = None   # its rows per file
 
 
 def synthesis_settings(cfg: MediaRunConfig) -> dict[str, SynthesisSettings]:
@@ -140,52 +149,73 @@ def manifest_blocks(table: pa.Table, batch_rows: int, shuffle_seed: int | None) 
     return ray.data.from_arrow(blocks or [table])
 
 
-def build_stream(cfg: RayBindConfig, source_uri: str | list[str], quarantine_uri: str, shuffle: bool = False,
-                 columns: list[str] | None = None) -> Stream:
-    """The lazy pipeline over a manifest (or a built dataset folder). Fails fast on unusable input.
+@dataclass
+class ManifestRows:
+    """A manifest's rows as a lazy dataset (not yet decoded), with what decoding and accounting need."""
+
+    dataset: Dataset
+    rows_in: int
+    media_columns: list[str]
+    source: ManifestFiles
+    file_rows: list[int] | None = None   # rows per file (sharded, from metadata): what resume bookkeeping needs
+
+
+def manifest_rows(cfg: MediaRunConfig, source: ManifestFiles, needed: list[str], shuffle: bool,
+                  required: tuple[str, ...] = REQUIRED_COLUMNS) -> ManifestRows:
+    """A manifest's rows, checked for `required` and `needed` columns before anything runs. One small file is
+    read on the driver (ids checked, rows permuted once by the seed, blocks visited in a new order each pass);
+    a sharded one by Ray Data's read tasks where the files are (the driver reads one schema and the footers;
+    each pass visits the files in a new seeded order)."""
+    seed = cfg.seed if shuffle else None
+    if not source.sharded:
+        manifest = load_manifest(list(source.files), needed, required)
+        ds = manifest_blocks(manifest.table, cfg.data.decode.batch_size, seed)
+        return ManifestRows(ds.randomize_block_order() if shuffle else ds, manifest.rows, manifest.media_columns,
+                            source)
+    names = source.columns()
+    missing = [c for c in (*required, *needed) if c not in names]
+    if missing:
+        raise ManifestError(f"manifest {manifest_name(source.entries)} lacks column(s) {missing}; it has {names}")
+    read_args = placement_args(cfg, "data")
+    file_rows = source.file_rows()
+    rows_in = sum(file_rows) if file_rows is not None else count_rows(source, read_args)
+    return ManifestRows(read_rows(source, seed, read_args, with_paths=True), rows_in,
+                        [c for c in MODALITIES if c in names], source, file_rows)
+
+
+def build_stream(cfg: RayBindConfig, source_uri: str | list[str] | ManifestFiles, quarantine_uri: str,
+                 shuffle: bool = False, columns: list[str] | None = None, track_sources: bool = False) -> Stream:
+    """The lazy pipeline over a manifest, WebDataset shards or a built dataset folder. Fails fast on unusable
+    input.
 
     With `shuffle`, a one-file manifest's rows are permuted once by the seed (cheap metadata, before any
-    decoding) and its blocks visited in a fresh random order every pass; a sharded manifest or a built
-    dataset visits its files in a new seeded order every pass (`raybind.data.sources`). Rows are shuffled
-    further within `data.shuffle_buffer` by the consumer. `columns`: only these leave the pipeline.
+    decoding) and its blocks visited in a fresh random order every pass; a sharded manifest, WebDataset
+    shards or a built dataset visit their files in a new seeded order every pass (`raybind.data.sources`).
+    Rows are shuffled further within `data.shuffle_buffer` by the consumer. `columns`: only these leave the
+    pipeline. `track_sources`: rows of a sharded manifest with per-file row counts (Parquet, indexed shards)
+    carry `source_key` too (the stream's `files` say which), so a resumed run can skip finished files.
     """
-    keep = tuple(columns) if columns is not None else None
     if isinstance(source_uri, str) and is_built_dataset(source_uri):
-        return _built_stream(cfg, source_uri, keep, cfg.seed if shuffle else None)
-    source = manifest_files(source_uri)
-    if source.sharded:
-        return _sharded_stream(cfg, source, quarantine_uri, shuffle, keep)
-    manifest = load_manifest(source_uri, _needed_columns(cfg))
-    _check_audio_source(cfg, source, manifest.media_columns)
+        return _built_stream(cfg, source_uri, tuple(columns) if columns is not None else None,
+                             cfg.seed if shuffle else None)
+    source = source_uri if isinstance(source_uri, ManifestFiles) else manifest_files(source_uri)
+    rows = manifest_rows(cfg, source, _needed_columns(cfg), shuffle)
+    _check_audio_source(cfg, source, rows.media_columns)
     check_synthesizer_paths(cfg)
-    ds = manifest_blocks(manifest.table, cfg.data.decode.batch_size, cfg.seed if shuffle else None)
-    if shuffle:
-        ds = ds.randomize_block_order()
-    spec = decode_spec(cfg, source.files[0], quarantine_uri, manifest.media_columns, manifest_dir=source.base_dir)
-    return Stream(decode_stages(ds, cfg, spec, keep), manifest.rows, quarantine_uri, source_uri)
+    spec = decode_spec(cfg, source.files[0], quarantine_uri, rows.media_columns, manifest_dir=source.base_dir)
+    tracked = track_sources and rows.file_rows is not None
+    if tracked:
+        spec = replace(spec, track_sources=True)
+        columns = None if columns is None else [*columns, SOURCE_KEY]
+    keep = tuple(columns) if columns is not None else None
+    return Stream(decode_stages(rows.dataset, cfg, spec, keep), rows.rows_in, quarantine_uri,
+                  manifest_name(source.entries),
+                  source if tracked else None, rows.file_rows if tracked else None)
 
 
 def _check_audio_source(cfg: RayBindConfig, source: ManifestFiles, media_columns: list[str]) -> None:
     if "audio" in cfg.data.modalities and cfg.data.audio_source == "auto" and not {"audio", "video"} & set(media_columns):
         raise ManifestError(f"manifest {manifest_name(source.entries)} has neither an 'audio' nor a 'video' column")
-
-
-def _sharded_stream(cfg: RayBindConfig, source: ManifestFiles, quarantine_uri: str, shuffle: bool,
-                    keep: tuple[str, ...] | None) -> Stream:
-    """A sharded manifest read by Ray Data's tasks where the files are: the driver reads one schema and
-    the Parquet footers, never a row; with `shuffle`, each pass visits the files in a new seeded order."""
-    names = source.columns()
-    missing = [c for c in (*REQUIRED_COLUMNS, *_needed_columns(cfg)) if c not in names]
-    if missing:
-        raise ManifestError(f"manifest {manifest_name(source.entries)} lacks column(s) {missing}; it has {names}")
-    media_columns = [c for c in MODALITIES if c in names]
-    _check_audio_source(cfg, source, media_columns)
-    check_synthesizer_paths(cfg)
-    read_args = placement_args(cfg, "data")
-    ds = read_rows(source, cfg.seed if shuffle else None, read_args)
-    spec = decode_spec(cfg, source.files[0], quarantine_uri, media_columns, manifest_dir=source.base_dir)
-    return Stream(decode_stages(ds, cfg, spec, keep), count_rows(source, read_args), quarantine_uri,
-                  manifest_name(source.entries))
 
 
 def decode_stages(ds: Dataset, cfg: RayBindConfig, spec: DecodeSpec, keep: tuple[str, ...] | None) -> Dataset:

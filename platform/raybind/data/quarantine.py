@@ -19,18 +19,22 @@ QUARANTINE_FILE = "quarantine.jsonl"
 
 @dataclass(frozen=True)
 class QuarantinedRow:
-    """One row that left the stream: its id, media URI, the stage that failed it and why."""
+    """One row that left the stream: its id, media URI, the stage that failed it and why, and the manifest
+    file (or shard) it came from when the stream tracks that (a resumed run counts a file's rows with it)."""
 
     id: str
     uri: str
     stage: str
     reason: str
+    source: str = ""
 
 
 def record(quarantine_uri: str, row: QuarantinedRow) -> None:
-    """Write one bad row (URI redacted) as its own object keyed by (stage, id): a retried task or a second
-    pass overwrites it instead of counting it twice."""
-    key = hashlib.sha1(f"{row.stage}\0{row.id}".encode()).hexdigest()[:20]
+    """Write one bad row (URI redacted) as its own object keyed by (stage, id, uri, source): a retried task or
+    a second pass overwrites it instead of counting it twice, and rows that share an id (a sharded manifest
+    is not checked for duplicates when training starts) keep a record each unless they are the same media
+    from the same file."""
+    key = hashlib.sha1(f"{row.stage}\0{row.id}\0{row.uri}\0{row.source}".encode()).hexdigest()[:20]
     storage.write_text(storage.join(quarantine_uri, f"{key}.json"),
                        json.dumps({**asdict(row), "uri": storage.redact(row.uri)}))
 

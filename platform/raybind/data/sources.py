@@ -1,12 +1,13 @@
 """Where a manifest's rows are, and how Ray Data reads them where the data is.
 
 A manifest is one file, a folder, a glob (`s3://bucket/vidal/part-*.parquet`) or a list of such entries,
-in Parquet, JSONL or CSV, local or `s3://`. Two ways to read it:
+in Parquet, JSONL or CSV, or WebDataset shards (`.tar`: `raybind.data.webdataset`), local or `s3://`.
+Two ways to read it:
 
 - **One small file** (at most `DRIVER_MANIFEST_MB`) is read whole on the driver (`manifest.load_manifest`):
   ids are checked for duplicates before anything starts and rows are permuted with the run's seed, exactly
   the same order on every machine. A small file costs the driver little.
-- **Anything else** is *sharded*: Ray Data's read tasks list and read the files on the cluster, streamed
+- **Anything else** (and WebDataset shards always) is *sharded*: Ray Data's read tasks list and read the files on the cluster, streamed
   under backpressure, never collected on the driver. The driver holds file names and Parquet footers only
   (row counts come from footers; JSONL/CSV rows are counted by tasks). Per pass the files are visited in a
   new seeded order (the same seed repeats it), and rows are shuffled within `data.shuffle_buffer` on the
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,10 +27,13 @@ import ray
 from ray.data import Dataset, FileShuffleConfig
 
 from raybind import storage
+from raybind.data import webdataset
+from raybind.data.quarantine import QUARANTINE_FILE
 from raybind.errors import InputError
 
 DRIVER_MANIFEST_MB = 64   # a single manifest file up to this size is read on the driver (exact seeded order)
-FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv", ".tar": "webdataset"}
+SIDECARS = (webdataset.SHARD_INDEX, QUARANTINE_FILE)   # files in a manifest folder that are not rows
 _WILDCARDS = ("*", "?", "[")
 
 
@@ -46,7 +49,8 @@ def manifest_name(spec: str | Sequence[str]) -> str:
 
 
 def manifest_format(uri: str) -> str | None:
-    """parquet, json (newline-delimited) or csv by the file's suffix; None for anything else."""
+    """parquet, json (newline-delimited), csv or webdataset (`.tar` shards) by the file's suffix; None for
+    anything else."""
     path = uri.split("?")[0].lower()
     return next((kind for suffix, kind in FORMATS.items() if path.endswith(suffix)), None)
 
@@ -62,12 +66,18 @@ class ManifestFiles:
 
     @property
     def sharded(self) -> bool:
-        """Read by Ray Data's tasks on the cluster (several files, or one too large for the driver)."""
-        return len(self.files) > 1 or storage.size(self.files[0]) > DRIVER_MANIFEST_MB * 2**20
+        """Read by Ray Data's tasks on the cluster (several files, one too large for the driver, or WebDataset
+        shards, whose rows carry their media)."""
+        return self.format == "webdataset" or len(self.files) > 1 or storage.size(self.files[0]) > DRIVER_MANIFEST_MB * 2**20
 
     def columns(self) -> list[str]:
         """Column names from the first file's Parquet footer, JSONL first line or CSV header (no rows read)."""
         first = self.files[0]
+        if self.format == "webdataset":   # the first sample's members (a few MiB of the first shard)
+            try:
+                return webdataset.first_sample_columns(first)
+            except webdataset.SampleError as error:
+                raise ManifestError(f"{storage.redact(first)}: {error.reason}") from None
         fs, path = storage.resolve(first)
         try:
             if self.format == "parquet":
@@ -80,18 +90,30 @@ class ManifestFiles:
         except (OSError, ValueError) as error:
             raise ManifestError(f"cannot read manifest {storage.redact(first)} as {self.format}: {error}") from None
 
-    def footer_rows(self) -> int | None:
-        """Rows of every file from Parquet footers (metadata only); None for JSONL and CSV."""
+    def file_rows(self) -> list[int] | None:
+        """Rows of each file from Parquet footers or a WebDataset shard index (metadata only); None for
+        JSONL, CSV and shards without an index."""
+        if self.format == "webdataset":
+            return webdataset.index_counts(self.files, self.base_dir)
         if self.format != "parquet":
             return None
-        total = 0
+        counts = []
         for uri in self.files:
             fs, path = storage.resolve(uri)
             try:
-                total += pq.ParquetFile(fs.open_input_file(path)).metadata.num_rows
+                counts.append(pq.ParquetFile(fs.open_input_file(path)).metadata.num_rows)
             except (OSError, ValueError) as error:
                 raise ManifestError(f"cannot read the Parquet footer of {storage.redact(uri)}: {error}") from None
-        return total
+        return counts
+
+    def footer_rows(self) -> int | None:
+        """All the files' rows from their metadata (`file_rows`); None where only reading can count them."""
+        counts = self.file_rows()
+        return None if counts is None else sum(counts)
+
+    def subset(self, files: Sequence[str]) -> ManifestFiles:
+        """The same manifest restricted to `files` (a resumed pass reads only the files it had not finished)."""
+        return ManifestFiles(self.entries, tuple(files), self.format, self.base_dir)
 
 
 def _glob(pattern: str) -> list[str]:
@@ -102,6 +124,14 @@ def _glob(pattern: str) -> list[str]:
     base = "/".join(parts[:fixed]) + (f"?{query}" if query else "")
     wanted = storage.resolve(path)[1]
     return [uri for uri in storage.list_files(base) if fnmatch.fnmatchcase(storage.resolve(uri)[1], wanted)]
+
+
+def _is_row_file(uri: str, folder: str) -> bool:
+    """A file under a manifest folder that holds rows: not a sidecar (shard index, quarantine), and not under
+    a name starting with `_` or `.` (`_SUCCESS`, `_quarantine/`, `.cache/`), as Spark and Hadoop write them."""
+    relative = storage.resolve(uri)[1][len(storage.resolve(folder)[1].rstrip("/")) + 1:]
+    parts = relative.split("/")
+    return parts[-1] not in SIDECARS and not any(part.startswith(("_", ".")) for part in parts)
 
 
 def _is_glob(entry: str) -> bool:
@@ -120,8 +150,7 @@ def manifest_files(spec: str | Sequence[str]) -> ManifestFiles:
             if _is_glob(entry):
                 found = _glob(entry)
             elif storage.is_dir(entry):
-                found = [uri for uri in storage.list_files(entry) if manifest_format(uri)
-                         and not posixpath.basename(uri.split("?")[0]).startswith(("_", "."))]
+                found = [uri for uri in storage.list_files(entry) if manifest_format(uri) and _is_row_file(uri, entry)]
             elif storage.exists(entry):
                 found = [entry]
             else:
@@ -129,12 +158,13 @@ def manifest_files(spec: str | Sequence[str]) -> ManifestFiles:
         except OSError as error:
             raise ManifestError(f"cannot reach manifest {storage.redact(entry)}: {error}") from None
         if not found:
-            raise ManifestError(f"no manifest files (.parquet, .jsonl, .json, .csv) at {storage.redact(entry)}")
+            raise ManifestError(f"no manifest files (.parquet, .jsonl, .json, .csv, .tar) at {storage.redact(entry)}")
         files += found
     formats = {manifest_format(uri) for uri in files}
     if None in formats:
         odd = next(uri for uri in files if manifest_format(uri) is None)
-        raise ManifestError(f"{storage.redact(odd)}: a manifest file must end in .parquet, .jsonl, .json or .csv")
+        raise ManifestError(f"{storage.redact(odd)}: a manifest file must end in .parquet, .jsonl, .json, .csv "
+                            "or .tar (WebDataset shards)")
     if len(formats) > 1:
         raise ManifestError(f"manifest {storage.redact(entries[0])} mixes formats {sorted(formats)}: use one")
     first = entries[0]
@@ -142,14 +172,24 @@ def manifest_files(spec: str | Sequence[str]) -> ManifestFiles:
     return ManifestFiles(entries, tuple(files), formats.pop(), base_dir)
 
 
-def read_rows(source: ManifestFiles, shuffle_seed: int | None, read_args: dict | None = None) -> Dataset:
+def read_path(uri: str) -> str:
+    """A manifest file as Ray Data's readers name it in a row's `path` (the filesystem path: no scheme)."""
+    return storage.resolve(uri)[1]
+
+
+def read_rows(source: ManifestFiles, shuffle_seed: int | None, read_args: dict | None = None,
+              with_paths: bool = False) -> Dataset:
     """The manifest's rows as a Ray dataset read by tasks on the cluster. With a seed, every execution (pass)
     visits the files in a new order derived from it (Ray's `FileShuffleConfig`), the same one for the same
-    seed; without, in listing order. `read_args`: the read tasks' Ray options (`resources` for data nodes)."""
+    seed; without, in listing order. `read_args`: the read tasks' Ray options (`resources` for data nodes).
+    `with_paths`: each row names its file (`path`; WebDataset samples always do, as `__url__`)."""
     fs, _ = storage.resolve(source.files[0])
-    paths = [storage.resolve(uri)[1] for uri in source.files]
+    paths = [read_path(uri) for uri in source.files]
     kwargs = {"filesystem": fs, "shuffle": FileShuffleConfig(seed=shuffle_seed) if shuffle_seed is not None else None,
               **(read_args or {})}
+    if source.format == "webdataset":   # samples with their members' bytes, undecoded (no pickle, ever)
+        return ray.data.read_webdataset(paths, decoder=None, file_extensions=None, **kwargs)
+    kwargs["include_paths"] = with_paths
     if source.format == "parquet":
         return ray.data.read_parquet(paths, **kwargs)
     if source.format == "json":   # Arrow's JSON reader takes newline-delimited JSON (and a filesystem: S3)
@@ -158,6 +198,7 @@ def read_rows(source: ManifestFiles, shuffle_seed: int | None, read_args: dict |
 
 
 def count_rows(source: ManifestFiles, read_args: dict | None = None) -> int:
-    """Rows of a sharded manifest: Parquet footers, or a count by read tasks (the driver gets one integer)."""
+    """Rows of a sharded manifest: Parquet footers or a shard index, or a count by read tasks (the driver gets
+    one integer; for shards without an index that is one read of them before training)."""
     rows = source.footer_rows()
     return rows if rows is not None else read_rows(source, None, read_args).count()

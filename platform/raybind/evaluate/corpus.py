@@ -27,6 +27,7 @@ from raybind import storage
 from raybind.data import quarantine
 from raybind.data.batch_format import ID, TEXT, TEXT_EMBEDDING, embedding_column
 from raybind.data.manifest import load_manifest
+from raybind.data.sources import manifest_format
 from raybind.errors import InputError
 from raybind.evaluate.embed import Embedder, read_checkpoint, resolve_checkpoint
 from raybind.evaluate.inference import embedding_stream, run
@@ -63,7 +64,7 @@ def folder_manifest(root: str) -> pa.Table:
 
 
 def _load_rows(data: str) -> tuple[pa.Table, str]:
-    if storage.is_dir(data) and not any(f.split("?")[0].endswith(".parquet") for f in storage.list_files(data)):
+    if storage.is_dir(data) and not any(manifest_format(f) in ("parquet", "webdataset") for f in storage.list_files(data)):
         return folder_manifest(data), storage.join(data, "_")
     return load_manifest(data, [], required=(ID,)).table, data
 

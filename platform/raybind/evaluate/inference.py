@@ -51,13 +51,18 @@ def _gpus_per_actor(cfg: InferenceConfig) -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
 
 
-def embedding_stream(cfg: InferenceConfig, model: ModelConfig, checkpoint: str, table: pa.Table, manifest_uri: str,
-                     quarantine_uri: str, modalities: Sequence[str], with_text: bool = True) -> Dataset:
-    """Lazy: manifest rows -> decode (and synthesis) -> model actors -> embedding columns."""
-    spec = inference_spec(cfg, model, manifest_uri, quarantine_uri, [c for c in table.column_names], with_text)
+def embedding_stream(cfg: InferenceConfig, model: ModelConfig, checkpoint: str, rows: pa.Table | Dataset,
+                     manifest_uri: str, quarantine_uri: str, modalities: Sequence[str], with_text: bool = True,
+                     columns: Sequence[str] | None = None, manifest_dir: str | None = None) -> Dataset:
+    """Lazy: manifest rows (a driver table, or a dataset read on the cluster with its `columns`) -> decode
+    (and synthesis) -> model actors -> embedding columns. Relative media resolve against `manifest_dir`
+    (default: the folder of `manifest_uri`)."""
+    if isinstance(rows, pa.Table):
+        columns = rows.column_names
+        rows = manifest_blocks(rows, cfg.data.decode.batch_size, None)
+    spec = inference_spec(cfg, model, manifest_uri, quarantine_uri, list(columns or ()), with_text, manifest_dir)
     spec = replace(spec, modalities=tuple(modalities), synthesize=tuple(m for m in spec.synthesize if m in modalities))
-    ds = manifest_blocks(table, cfg.data.decode.batch_size, None)
-    ds = decode_stages(ds, cfg, spec, None)
+    ds = decode_stages(rows, cfg, spec, None)
     pool, gpus = cfg.inference, _gpus_per_actor(cfg)
     return ds.map_batches(EmbedStage, fn_constructor_args=(checkpoint, spec, tuple(modalities), gpus > 0),
                           compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),

@@ -58,8 +58,9 @@ def checkpoint_inference_config(checkpoint_meta: dict[str, Any], modalities: Seq
 
 
 def inference_spec(cfg: InferenceConfig, model: ModelConfig, manifest_uri: str, quarantine_uri: str = "",
-                   media_columns: Sequence[str] = (), with_text: bool = True) -> DecodeSpec:
+                   media_columns: Sequence[str] = (), with_text: bool = True,
+                   manifest_dir: str | None = None) -> DecodeSpec:
     """How a manifest's rows decode for a checkpoint's model and its inference config."""
-    spec = decode_spec(cfg, manifest_uri, quarantine_uri, list(media_columns), model)
+    spec = decode_spec(cfg, manifest_uri, quarantine_uri, list(media_columns), model, manifest_dir)
     # one caption per row: the run's validation view when it trained on caption views
     return replace(spec, with_text=with_text, text_view=cfg.data.validation_view())

@@ -32,8 +32,8 @@ from raybind import storage
 from raybind.config import saved_media_settings
 from raybind.data import quarantine
 from raybind.data.batch_format import FOLD, ID, LABEL, TEXT, TEXT_EMBEDDING, embedding_column
-from raybind.data.manifest import load_manifest
-from raybind.data.pipeline import check_counts, check_synthesizer_paths
+from raybind.data.pipeline import check_counts, check_synthesizer_paths, manifest_rows
+from raybind.data.sources import manifest_files
 from raybind.errors import InputError
 from raybind.evaluate import TASKS
 from raybind.evaluate.datasets import build
@@ -176,7 +176,7 @@ def evaluate(checkpoint: str, output: str, data: str | None = None, benchmark: s
     checkpoint = resolve_checkpoint(checkpoint)
     ckpt_meta = json.loads(storage.read_text(storage.join(checkpoint, METADATA_FILE)))
     output = storage.absolute(output)
-    classes, defaults = None, None
+    classes, defaults, table, source = None, None, None, None
     if benchmark is not None:
         if root is None:
             raise InputError("--benchmark needs --root, the folder that holds the benchmark")
@@ -186,33 +186,40 @@ def evaluate(checkpoint: str, output: str, data: str | None = None, benchmark: s
         fs, path = storage.resolve(manifest_uri)
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         pq.write_table(table, path, filesystem=fs)   # the exact rows evaluated, for the record
-    else:
+        names = table.column_names
+    else:   # a manifest of any size or WebDataset shards: read where they are, like training's
         manifest_uri = data
-        table = load_manifest(data, [], required=(ID,)).table
-    media_columns = [c for c in MODALITIES if c in table.column_names]
+        source = manifest_files(data)
+        names = source.columns()
+    media_columns = [c for c in MODALITIES if c in names]
     towers = [t["modality"] for t in ckpt_meta["model"]["towers"]]
     modalities = available_modalities(towers, media_columns, saved_media_settings(ckpt_meta), synthesize=True)
     if not modalities:
         raise InputError(f"the manifest's media columns {media_columns} feed none of the checkpoint's towers {towers}")
-    chosen = choose_tasks(tasks, defaults, applicable_tasks(table.column_names, modalities))
-    if LABEL in table.column_names and classes is None:
-        classes = tuple(sorted({str(v) for v in table.column(LABEL).to_pylist() if v is not None}))
+    chosen = choose_tasks(tasks, defaults, applicable_tasks(names, modalities))
     cfg = checkpoint_inference_config(ckpt_meta, modalities, overrides, media_columns=media_columns)
     check_synthesizer_paths(cfg)
     init_ray(cfg)
     quarantine_uri = storage.join(output, quarantine.QUARANTINE_DIR)
     storage.delete_dir(quarantine_uri)  # a re-run counts afresh
+    if source is not None:
+        found = manifest_rows(cfg, source, [], shuffle=False, required=(ID,))
+        rows, rows_in, manifest_dir = found.dataset, found.rows_in, source.base_dir
+    else:
+        rows, rows_in, manifest_dir = table, table.num_rows, None
     model, _ = read_checkpoint(checkpoint)
     text_embedder = Embedder(model, None, torch.device("cpu"))  # class prompts on the driver
-    ds = embedding_stream(cfg, model.config, checkpoint, table, manifest_uri, quarantine_uri, modalities,
-                          with_text="retrieval" in chosen)
-    print(f"evaluating {table.num_rows} rows ({', '.join(modalities)}): {', '.join(chosen)}", file=sys.stderr)
-    columns = collect(_progress(ds.iter_batches(batch_size=None, batch_format="numpy"), table.num_rows))
+    ds = embedding_stream(cfg, model.config, checkpoint, rows, manifest_uri, quarantine_uri, modalities,
+                          with_text="retrieval" in chosen, columns=names, manifest_dir=manifest_dir)
+    print(f"evaluating {rows_in} rows ({', '.join(modalities)}): {', '.join(chosen)}", file=sys.stderr)
+    columns = collect(_progress(ds.iter_batches(batch_size=None, batch_format="numpy"), rows_in))
     bad = quarantine.collect(quarantine_uri, storage.join(output, quarantine.QUARANTINE_FILE))
-    counts = {"rows_in": table.num_rows, "rows_out": int(len(columns.get(ID, []))), "rows_quarantined": len(bad)}
+    counts = {"rows_in": rows_in, "rows_out": int(len(columns.get(ID, []))), "rows_quarantined": len(bad)}
     check_counts(counts)
     if counts["rows_out"] == 0:
         raise InputError(f"every row was quarantined (see {storage.join(output, quarantine.QUARANTINE_FILE)})")
+    if classes is None and LABEL in names:   # the labels of the rows evaluated ("": a row without one)
+        classes = tuple(sorted({str(v) for v in columns.get(LABEL, ()) if str(v)}))
     embeddings = embeddings_of(columns, modalities)
     plots: dict[str, Any] = {}
     metrics: dict[str, Any] = {}

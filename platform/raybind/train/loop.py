@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,13 +30,23 @@ from encoders.optim import cosine_with_warmup
 from encoders.step import accumulate_gradients, apply_update
 from raybind import metrics as M
 from raybind.config import RayBindConfig
-from raybind.data.batch_format import TOKENS, VIDEO_FRAMES, rows_in
+from raybind.data.batch_format import SOURCE_KEY, TOKENS, VIDEO_FRAMES, rows_in
 from raybind.data.tower_input import tower_input
 from raybind.train.schedule import modality_sequence
 from raybind.train.stages import FRAME_PICK, CaptionViews, StageComposer, stage_at, video_shares
 from raybind.train.state import load_training_checkpoint, save_training_checkpoint
 from raybind.train.validation import retrieval_metrics
 from raybind.train.worker_model import autocast_for, build_model, build_worker_optimizer
+
+
+def _merged_counts(counts: Counter[int]) -> dict[str, int]:
+    """Every rank's rows per source, summed (all ranks call it at the same step)."""
+    merged = Counter(counts)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered: list[Counter[int] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, counts)
+        merged = sum((Counter(c) for c in gathered if c), Counter())
+    return {str(key): int(count) for key, count in sorted(merged.items())}
 
 
 def _all_reduce(value: float, op=dist.ReduceOp.SUM) -> float:
@@ -79,13 +89,22 @@ class _Batches:
     def __init__(self, shard, batch_rows: int, device: torch.device, meter: _Meter,
                  shuffle_buffer: int | None = None, shuffle_seed: int | None = None) -> None:
         # the buffer shuffles rows as they stream in (seeded per rank and pass); no all-to-all step
-        self.iterator: Iterator[dict[str, torch.Tensor]] = iter(shard.iter_torch_batches(
-            batch_size=batch_rows, device=device, drop_last=False, local_shuffle_buffer_size=shuffle_buffer,
-            local_shuffle_seed=shuffle_seed if shuffle_buffer else None))
+        self.iterator: Iterator[dict[str, torch.Tensor]] = iter(()) if shard is None else iter(
+            shard.iter_torch_batches(batch_size=batch_rows, device=device, drop_last=False,
+                                     local_shuffle_buffer_size=shuffle_buffer,
+                                     local_shuffle_seed=shuffle_seed if shuffle_buffer else None))
         self.batch_rows, self.meter, self.device = batch_rows, meter, device
         self.rows_delivered = 0
+        self.by_source: Counter[int] = Counter()   # rows per manifest file (`source_key`), when rows carry it
         self.exhausted = False
         self.full_batches = 0
+
+    def _count(self, batch: dict[str, torch.Tensor]) -> int:
+        rows = rows_in(batch)
+        self.rows_delivered += rows
+        if SOURCE_KEY in batch:
+            self.by_source.update(batch[SOURCE_KEY].tolist())
+        return rows
 
     def next(self) -> dict[str, torch.Tensor] | None:
         if self.device.type == "cuda":
@@ -96,11 +115,10 @@ class _Batches:
         start = time.perf_counter()
         batch = next(self.iterator, None)
         self.meter.data_wait += time.perf_counter() - start
-        rows = 0 if batch is None else rows_in(batch)
-        self.rows_delivered += rows
+        rows = 0 if batch is None else self._count(batch)
         if _all_reduce(float(rows == self.batch_rows), dist.ReduceOp.MIN) < 1:
             for rest in self.iterator:
-                self.rows_delivered += rows_in(rest)
+                self._count(rest)
             self.exhausted = True
             return None
         self.full_batches += 1
@@ -158,13 +176,23 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     reported = False
     stages = cfg.train.stages
     skipped = progress.get("stage_skipped_rows", 0) if rank == 0 else 0
+    # a run resumed inside a pass over a sharded manifest reads only that pass's unfinished files first
+    rest = loop_config.get("rest")
     while step < cfg.train.steps:  # one iteration per pass over the shard (epoch)
-        batches = _Batches(shard, micro * accum, device, meter, cfg.data.shuffle_buffer,
+        resuming = rest is not None and progress["epoch"] == rest["epoch"]
+        reader = shard if not resuming else ray.train.get_dataset_shard("train_rest") if rest["files"] else None
+        batches = _Batches(reader, micro * accum, device, meter, cfg.data.shuffle_buffer,
                            shuffle_seed=(cfg.seed * 1_000_003 + progress["epoch"]) * 1009 + rank)
+        if resuming:   # the pass trained full batches before it stopped; its finished files' rows count (rank 0)
+            batches.full_batches = 1
+            if rank == 0:
+                batches.by_source.update({int(k): v for k, v in rest["finished"].items()})
+                batches.rows_delivered = sum(rest["finished"].values())
+            batches.exhausted = reader is None   # every file of the pass was finished: the pass is over
         composer = StageComposer(batches.next, micro * accum,
                                  lambda short: _all_reduce(float(short), dist.ReduceOp.MAX) > 0)
         batch, used, text = None, set(), None
-        while step < cfg.train.steps:
+        while step < cfg.train.steps and reader is not None:
             modality = schedule[step]
             if batch is None or modality in used:
                 stage = stages[stage_at(stages, step)] if stages else None
@@ -187,6 +215,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 if final:
                     progress["val_after"] = latest_val
             if step % cfg.train.log_every == 0 or final:
+                if checkpoint_due(cfg, step):   # the pass's rows per file so far, for a resume inside it
+                    progress["pass_rows"] = {"epoch": progress["epoch"], "by_source": _merged_counts(batches.by_source)}
                 progress["step"] = step
                 progress["stage"] = stage_at(stages, step - 1)
                 progress["caption_views"] = {k: int(_all_reduce(float(v))) for k, v in views.drawn().items()}
@@ -203,15 +233,21 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if progress["rows_first_pass"] is None:
                 progress["rows_first_pass"] = int(_all_reduce(float(batches.rows_delivered)))
             progress["epoch"] += 1
+            progress["pass_rows"] = None
     if not reported:  # resumed a run that had already finished: report its state once more
         ray.train.report(_metrics(step, progress, model, optimizer, meter, world, latest_val))
+
+
+def checkpoint_due(cfg: RayBindConfig, step: int) -> bool:
+    """Whether the report after `step` carries a checkpoint: every `checkpoint_every` steps and the last."""
+    return step == cfg.train.steps or bool(cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0)
 
 
 def _report(cfg: RayBindConfig, rank: int, world: int, step: int, progress: dict[str, Any], model: BindModel,
             optimizer, scheduler, meter: _Meter, latest_val: dict[str, Any]) -> None:
     """Metrics every `log_every` steps; with a checkpoint every `checkpoint_every` steps and at the end."""
     metrics = _metrics(step, progress, model, optimizer, meter, world, latest_val)
-    if step == cfg.train.steps or (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0):
+    if checkpoint_due(cfg, step):
         _report_with_checkpoint(rank, metrics, model, optimizer, scheduler, progress, cfg.data.media().model_dump(mode="json"))
     else:
         ray.train.report(metrics)

@@ -35,9 +35,13 @@ from raybind.errors import ResourceError, StorageError
 from raybind.runtime import init_ray
 from raybind.train.loop import train_loop_per_worker
 from raybind.train.plan import check_fits, is_local, worker_resources
+from raybind.train.resume import RestOfPass, latest_progress, rest_of_pass
 from raybind.train.stages import steps_per_stage
 
 log = logging.getLogger(__name__)
+
+
+TRAIN_SPLITS = ("train", "train_rest")   # split across workers: the passes, and the rest of an interrupted one
 
 
 class UnevenSplitDataConfig(DataConfig):
@@ -45,13 +49,13 @@ class UnevenSplitDataConfig(DataConfig):
     up to world_size - 1 rows, which would break the row accounting). The loop keeps ranks in step itself."""
 
     def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
-        """Ray Train's hook: each worker gets its share of `train` (split unevenly, no row dropped) and an
-        iterator over the whole of every other dataset (validation)."""
+        """Ray Train's hook: each worker gets its share of `train` and `train_rest` (split unevenly, no row
+        dropped) and an iterator over the whole of every other dataset (validation)."""
         output = [{} for _ in range(world_size)]
         for name, ds in datasets.items():
             ds = ds.copy(ds)
             ds.context.execution_options = self._resolve_execution_options(name)
-            if name == "train":
+            if name in TRAIN_SPLITS:
                 for i, split in enumerate(ds.streaming_split(world_size, equal=False, locality_hints=worker_node_ids)):
                     output[i][name] = split
             else:
@@ -103,15 +107,21 @@ def _run_config(cfg: RayBindConfig, callbacks: Sequence[UserCallback]) -> RunCon
 
 
 def build_trainer(cfg: RayBindConfig, train: Dataset, val: Dataset | None,
-                  callbacks: Sequence[UserCallback] = ()) -> TorchTrainer:
+                  callbacks: Sequence[UserCallback] = (), rest: tuple[RestOfPass, Dataset | None] | None = None
+                  ) -> TorchTrainer:
     """The `TorchTrainer` of a run: the worker loop with the config as JSON, per-worker resources, the
-    gloo/NCCL backend and the uneven data split."""
+    gloo/NCCL backend and the uneven data split. `rest`: an interrupted pass and the files it has left."""
     resources = {kind: amount for kind, amount in worker_resources(cfg).items() if amount > 0}
     datasets = {"train": train}
     if val is not None:
         datasets["val"] = val
+    loop_config: dict[str, Any] = {"cfg": cfg.model_dump(mode="json")}
+    if rest is not None:
+        loop_config["rest"] = rest[0].loop_config()
+        if rest[1] is not None:
+            datasets["train_rest"] = rest[1]
     return TorchTrainer(
-        train_loop_per_worker, train_loop_config={"cfg": cfg.model_dump(mode="json")},
+        train_loop_per_worker, train_loop_config=loop_config,
         torch_config=TorchConfig(backend=process_group_backend(cfg.train.use_gpu)),
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                      resources_per_worker=resources),
@@ -127,6 +137,7 @@ class Prepared:
     train: Stream
     val: Stream | None
     started: float = field(default_factory=time.perf_counter)
+    rest: tuple[RestOfPass, Stream | None] | None = None   # pretrain's resume inside a sharded pass
 
 
 def check_cluster(cfg: RayBindConfig) -> None:
@@ -155,32 +166,56 @@ def prepare(cfg: RayBindConfig, run_uri: str | None = None) -> Prepared:
     check_cluster(cfg)
     columns = worker_columns(cfg)
     train = build_stream(cfg, cfg.data.train, storage.join(run_uri, "quarantine", "train"), shuffle=True,
-                         columns=columns)
-    cache_decoded_rows(cfg, train, columns)
+                         columns=columns, track_sources=True)
+    cached = cache_decoded_rows(cfg, train, columns)
     val = build_stream(cfg, cfg.data.val, storage.join(run_uri, "quarantine", "val"),
                        columns=columns) if cfg.data.val else None
-    return Prepared(run_uri, train, val)
+    return Prepared(run_uri, train, val, rest=None if cached else rest_of_interrupted_pass(cfg, run_uri, train, columns))
 
 
-def cache_decoded_rows(cfg: RayBindConfig, train: Stream, columns: list[str]) -> None:
+def rest_of_interrupted_pass(cfg: RayBindConfig, run_uri: str, train: Stream,
+                             columns: list[str]) -> tuple[RestOfPass, Stream | None] | None:
+    """When the run's newest checkpoint stopped inside a pass over a sharded manifest: that pass's unfinished
+    files as their own stream (`raybind.train.resume`); None otherwise."""
+    if train.files is None or train.file_rows is None:
+        return None
+    plan = rest_of_pass(train.files, train.file_rows, latest_progress(run_uri), _quarantined(train))
+    if plan is None:
+        return None
+    log.info("resuming inside pass %d: %d of %d files finished, reading the other %d", plan.epoch + 1,
+             len(train.files.files) - len(plan.files), len(train.files.files), len(plan.files))
+    if not plan.files:
+        return plan, None
+    rest = build_stream(cfg, train.files.subset(plan.files), train.quarantine_uri, shuffle=True, columns=columns,
+                        track_sources=True)
+    return plan, rest
+
+
+def cache_decoded_rows(cfg: RayBindConfig, train: Stream, columns: list[str]) -> bool:
     """Decode the training split once into the object store when it fits `data.cache_mb`; every pass
-    then reads the cached blocks in a fresh random order instead of restarting the decode stages."""
+    then reads the cached blocks in a fresh random order instead of restarting the decode stages. True
+    when it did (a cached split is small: a resume starts its pass over)."""
     if cfg.data.cache_mb is None:
-        return
+        return False
     size_mb = decoded_split_mb(cfg, train.rows_in, columns)
     if size_mb > cfg.data.cache_mb:
         log.info("training split (~%.0f MiB decoded) exceeds data.cache_mb=%d: streaming every pass",
                  size_mb, cfg.data.cache_mb)
-        return
+        return False
     log.info("decoding the training split once (~%.0f MiB, within data.cache_mb=%d); passes read it from the "
              "object store", size_mb, cfg.data.cache_mb)
     train.dataset = train.dataset.materialize().randomize_block_order()
+    return True
 
 
 def fit(prepared: Prepared, cfg: RayBindConfig, callbacks: Sequence[UserCallback] = ()) -> ray.train.Result:
     """One Ray Train run of `cfg` over the prepared streams (resumes from `<storage>/<name>` if it exists)."""
+    rest = None
+    if prepared.rest is not None:
+        plan, stream = prepared.rest
+        rest = (plan, stream.dataset if stream is not None else None)
     return build_trainer(cfg, prepared.train.dataset, prepared.val.dataset if prepared.val else None,
-                         callbacks).fit()
+                         callbacks, rest).fit()
 
 
 def _checkpoint_uri(cfg: RayBindConfig, checkpoint: ray.train.Checkpoint | None) -> str | None:
