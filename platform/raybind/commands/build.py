@@ -1,8 +1,7 @@
 """Build a dataset once: decoded and synthesized Parquet for training, or WebDataset shards of the raw media.
 
     raybind build --config configs/quickstart.yaml --input data/demo/train.jsonl --output data/built/train
-    raybind build --config configs/quickstart.yaml --format webdataset --input s3://bucket/vidal/ \
-        --output s3://bucket/vidal-wds/
+    raybind build --config C --format webdataset --input s3://bucket/vidal/ --output s3://bucket/wds/
 
 Training reads either output folder as `data.train`: a Parquet build skips decoding (sweeps and repeated
 runs decode once); WebDataset shards keep each sample's files together, as video-text corpora ship.
