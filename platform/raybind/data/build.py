@@ -22,7 +22,7 @@ from raybind import storage
 from raybind.config import RayBindConfig
 from raybind.data import quarantine, webdataset
 from raybind.data.batch_format import ID, PASSTHROUGH, TEXT
-from raybind.data.decode import RowFailed
+from raybind.data.decode import RowFailed, read_media
 from raybind.data.pipeline import (
     BUILT_DATA,
     BUILT_MARKER,
@@ -139,7 +139,7 @@ def _pack_shard(batch: dict[str, np.ndarray], output_uri: str, base_dir: str, me
     with webdataset.ShardWriter(storage.join(output_uri, name)) as shard:
         for row in rows:
             try:
-                files = [(member, _fetch(uri)) for member, uri in _sample_members(row, base_dir, media_columns)]
+                files = [(member, read_media(uri)) for member, uri in _sample_members(row, base_dir, media_columns)]
             except RowFailed as failure:
                 quarantine.record(quarantine_uri, quarantine.QuarantinedRow(
                     id=str(row.get(ID)), uri=failure.uri, stage="pack", reason=failure.reason))
@@ -153,12 +153,3 @@ def _pack_shard(batch: dict[str, np.ndarray], output_uri: str, base_dir: str, me
         return {"shard": np.array([], dtype=object), "samples": np.array([], dtype=np.int64)}
     return {"shard": np.array([name], dtype=object), "samples": np.array([written], dtype=np.int64)}
 
-
-def _fetch(uri: str) -> bytes:
-    try:
-        data = storage.read_bytes(uri)
-    except FileNotFoundError:
-        raise RowFailed(uri, "file not found") from None
-    if not data:
-        raise RowFailed(uri, "empty file (0 bytes)")
-    return data

@@ -196,21 +196,27 @@ def _name(source: MediaSource) -> str:
     return source.name if isinstance(source, Member) else source.split("?")[0]
 
 
-def _decode_bytes(source: MediaSource, decode):
+def read_media(source: MediaSource) -> bytes:
+    """A media source's bytes (a member's, or the file's, fetched whole); `RowFailed` when it is missing or empty."""
+    uri = source.name if isinstance(source, Member) else source
     if isinstance(source, Member):
-        data, uri = source.data, source.name
+        data = source.data
     else:
-        uri = source
         try:
             data = storage.read_bytes(uri)
         except FileNotFoundError:
             raise RowFailed(uri, "file not found") from None
     if not data:
         raise RowFailed(uri, "empty file (0 bytes)")
+    return data
+
+
+def _decode_bytes(source: MediaSource, decode):
+    data = read_media(source)
     try:
         return decode(data)
     except media.MediaError as error:
-        raise RowFailed(uri, str(error)) from None
+        raise RowFailed(source.name if isinstance(source, Member) else source, str(error)) from None
 
 
 def _stack(rows: list[dict[str, Any]], template: Template) -> dict[str, np.ndarray]:
