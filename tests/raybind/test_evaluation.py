@@ -92,6 +92,35 @@ def test_a_checkpoint_in_s3_evaluates_to_the_same_numbers(trained, s3_bucket, tm
     assert remote["checkpoint"].startswith(f"s3://{bucket}/ckpt")
 
 
+def test_jsonl_shards_evaluate_and_embed_as_the_one_file_manifest_does(trained, tmp_path):
+    """The validation manifest split over two JSONL files (read by Ray Data's tasks, not the driver): the
+    same counts as the one file, vectors equal to the API's, one embedding shard per input file, resumable."""
+    val = Path(trained["val"])
+    rows = [json.loads(line) for line in val.read_text().splitlines()]
+    shards = tmp_path / "val-shards"
+    shards.mkdir()
+    for row in rows:
+        row["video"] = str(val.parent / row["video"])
+    for part in range(2):
+        (shards / f"part-{part}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[part::2]))
+    result = evaluate(trained["run"], str(tmp_path / "eval"), data=str(shards), tasks=["retrieval"])
+    assert (result["rows_in"], result["rows_out"], result["rows_quarantined"]) == (33, 32, 1)
+    assert result["metrics"]["retrieval"]["video"]["mean_rank"] < 12   # chance: 16.5 of 32
+
+    corpus = tmp_path / "corpus"
+    summary = embed_corpus(trained["run"], str(shards), str(corpus))
+    assert summary["embedded"] == {"audio": 32, "text": 32, "video": 32} and summary["rows_quarantined"] == 1
+    assert (summary["rows_in"], summary["shards"], summary["shards_written"]) == (33, 2, 2)
+    assert sorted(p.name for p in (corpus / "vectors").iterdir()) == ["part-0.parquet", "part-1.parquet"]
+    again = embed_corpus(trained["run"], str(shards), str(corpus))
+    assert (again["shards_written"], again["shards_resumed"]) == (0, 2)
+    ids, _, vectors = read_index(str(corpus), "video")
+    assert sorted(ids) == sorted(r["id"] for r in rows if r["id"] != "val-missing")
+    stored = dict(zip(ids, vectors))
+    api = load(trained["run"], device="cpu").embed("video", [r["video"] for r in rows[:3]])
+    np.testing.assert_allclose(api.numpy(), np.stack([stored[r["id"]].numpy() for r in rows[:3]]), atol=2e-5)
+
+
 def test_the_api_embeds_as_the_pipeline_and_a_query_finds_the_item(trained, tmp_path):
     rows = [json.loads(line) for line in Path(trained["val"]).read_text().splitlines()][:16]
     summary = embed_corpus(trained["run"], trained["val"], str(tmp_path / "corpus"), shard_rows=10)

@@ -129,6 +129,7 @@ def test_packed_shards_train_and_evaluate_and_a_broken_member_is_quarantined_by_
                                                                                                 tmp_path):
     from raybind.data.build import pack_webdataset
     from raybind.data.check import check_manifest
+    from raybind.evaluate.corpus import embed_corpus, read_index
     from raybind.evaluate.tasks import evaluate
     from raybind.train.trainer import pretrain
 
@@ -159,3 +160,8 @@ def test_packed_shards_train_and_evaluate_and_a_broken_member_is_quarantined_by_
                       tasks=["retrieval", "classification"])
     assert (result["rows_in"], result["rows_out"], result["rows_quarantined"]) == (6, 6, 0)
     assert result["metrics"]["retrieval"]["video"]["r10"] == 1.0   # 6 candidates: every caption's clip in the top 10
+
+    corpus = embed_corpus(summary["run_dir"], str(val_shards), str(tmp_path / "corpus"))   # one output per shard
+    assert (corpus["rows_in"], corpus["embedded"], corpus["shards"]) == (6, {"text": 6, "video": 6}, 2)
+    ids, _, vectors = read_index(str(tmp_path / "corpus"), "video")
+    assert len(set(ids)) == 6 and vectors.shape[0] == 6

@@ -3,8 +3,9 @@
     raybind embed --checkpoint runs/quickstart --data data/demo/val.jsonl --output runs/embeddings/demo
     raybind embed --checkpoint s3://bucket/runs/l14 --data /media/my-folder --output s3://bucket/emb/folder
 
-`--data` is a manifest (parquet/jsonl/csv) or a folder of media files (modality by extension). Re-running
-with the same --output skips the shards already written. Query the result with `raybind query`.
+`--data` is a manifest (one file, or a folder/glob of Parquet/JSONL/CSV files or WebDataset .tar shards, read
+where they are) or a folder of media files (modality by extension). Re-running with the same --output skips
+the shards already written. Query the result with `raybind query`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint or run folder, local or s3://")
     parser.add_argument("--data", required=True, help="manifest or media folder, local or s3://")
     parser.add_argument("--output", required=True, help="folder for vectors/ and index.json, local or s3://")
-    parser.add_argument("--shard-rows", type=int, default=1024, help="manifest rows per output shard")
+    parser.add_argument("--shard-rows", type=int, default=1024,
+                        help="manifest rows per output shard (one-file manifests and media folders; a sharded "
+                             "manifest writes one output shard per input file)")
     add_set_argument(parser, "override an inference setting, e.g. inference.max_actors=4")
 
 

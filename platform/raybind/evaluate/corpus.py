@@ -4,9 +4,12 @@
     <output>/index.json               checkpoint, embedding size, counts per modality, shards
     <output>/quarantine.jsonl         rows whose media could not be decoded, with the reason
 
-The manifest is cut into shards of `shard_rows` rows in manifest order; a shard whose Parquet file exists
-is skipped, so an interrupted job resumes where it stopped. Each row is embedded for every modality it has
-a file for (and its caption when it has one) by the inference path of `raybind.evaluate.inference`.
+A one-file manifest (or a media folder) is read on the driver and cut into shards of `shard_rows` rows in
+manifest order. A sharded manifest or WebDataset shards are read by Ray Data's tasks where they are, one
+input file at a time, and each input file becomes one output shard (`vectors/<its name>.parquet`): the
+driver never holds more than one file's ids and vectors. Either way a shard whose Parquet file exists is
+skipped, so an interrupted job resumes where it stopped. Each row is embedded for every modality it has a
+file for (and its caption when it has one) by the inference path of `raybind.evaluate.inference`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -24,10 +28,11 @@ import torch
 
 from encoders.modalities import MODALITIES, REGISTRY
 from raybind import storage
-from raybind.data import quarantine
-from raybind.data.batch_format import ID, TEXT, TEXT_EMBEDDING, embedding_column
+from raybind.data import quarantine, webdataset
+from raybind.data.batch_format import ID, SOURCE_PATH, TEXT, TEXT_EMBEDDING, embedding_column
 from raybind.data.manifest import load_manifest
-from raybind.data.sources import manifest_format
+from raybind.data.pipeline import manifest_rows, placement_args
+from raybind.data.sources import ManifestFiles, manifest_files, manifest_format, read_path, read_rows
 from raybind.errors import InputError
 from raybind.evaluate.embed import Embedder, read_checkpoint, resolve_checkpoint
 from raybind.evaluate.inference import embedding_stream, run
@@ -63,10 +68,21 @@ def folder_manifest(root: str) -> pa.Table:
     return pa.table({k: v for k, v in rows.items() if k == ID or any(x is not None for x in v)})
 
 
-def _load_rows(data: str) -> tuple[pa.Table, str]:
-    if storage.is_dir(data) and not any(manifest_format(f) in ("parquet", "webdataset") for f in storage.list_files(data)):
-        return folder_manifest(data), storage.join(data, "_")
-    return load_manifest(data, [], required=(ID,)).table, data
+def _load_rows(data: str) -> tuple[pa.Table | ManifestFiles, str]:
+    """A media folder or a one-file manifest as a driver table; a sharded manifest or WebDataset shards as
+    their files (read by tasks)."""
+    if storage.is_dir(data):   # media files, unless it holds manifest files (Parquet, shards, or only JSONL/CSV)
+        formats = {manifest_format(f) for f in storage.list_files(data)}
+        if not ({"parquet", "webdataset"} & formats or (formats and None not in formats)):
+            return folder_manifest(data), storage.join(data, "_")
+    source = manifest_files(data)
+    if source.sharded:
+        return source, data
+    return load_manifest(list(source.files), [], required=(ID,)).table, data
+
+
+def _group_key(has: Sequence[bool], modalities: Sequence[str], caption: bool) -> tuple[tuple[str, ...], bool]:
+    return tuple(m for m, present in zip(modalities, has) if present), caption
 
 
 def _groups(rows: pa.Table, modalities: Sequence[str], with_text: bool) -> list[tuple[list[str], bool, pa.Table]]:
@@ -78,13 +94,84 @@ def _groups(rows: pa.Table, modalities: Sequence[str], with_text: bool) -> list[
     # audio may come from a video's track: what matters is the file the modality decodes from
     has = {m: present(m if m in rows.column_names else "video") for m in modalities}
     caption = present(TEXT) if with_text else np.zeros(rows.num_rows, bool)
-    keys = [(tuple(m for m in modalities if has[m][i]), bool(caption[i])) for i in range(rows.num_rows)]
+    keys = [_group_key([has[m][i] for m in modalities], modalities, bool(caption[i])) for i in range(rows.num_rows)]
     out = []
     for key in sorted(set(keys)):
         if key[0] or key[1]:
             mask = pa.array([k == key for k in keys])
             out.append((list(key[0]), key[1], rows.filter(mask)))
     return out
+
+
+def _present(row: dict[str, Any], column: str) -> bool:
+    value = row.get(column)
+    return value is not None and not (isinstance(value, float) and np.isnan(value)) and \
+        not (isinstance(value, str) and not value.strip())
+
+
+def _row_group(row: dict[str, Any], modalities: Sequence[str], with_text: bool, base_dir: str,
+               columns: Sequence[str]) -> tuple[tuple[str, ...], bool]:
+    """What a read row (a manifest row or a WebDataset sample) has, as `_groups` keys it. A sample that cannot
+    become a row claims everything, so decoding quarantines it with its reason instead of it vanishing."""
+    if webdataset.KEY in row:
+        try:
+            row = webdataset.manifest_row(row, base_dir)
+        except webdataset.SampleError:
+            return tuple(modalities), with_text
+    # audio may come from a video's track: what matters is the column the modality decodes from
+    has = [_present(row, m if m in columns else "video") for m in modalities]
+    return _group_key(has, modalities, with_text and _present(row, TEXT))
+
+
+def _encode_group(key: tuple[tuple[str, ...], bool]) -> str:
+    return ",".join(key[0]) + ("|text" if key[1] else "")
+
+
+def _batch_groups(batch: dict[str, np.ndarray], **kwargs: Any) -> dict[str, np.ndarray]:
+    """The distinct (file, group) pairs of a batch of read rows."""
+    names = list(batch)
+    size = len(batch[names[0]]) if names else 0
+    where = webdataset.URL if webdataset.KEY in names else SOURCE_PATH
+    pairs = {(str(batch[where][i]), _encode_group(_row_group({n: batch[n][i] for n in names}, **kwargs)))
+             for i in range(size)}
+    return {"file": np.array([f for f, _ in sorted(pairs)], dtype=object),
+            "group": np.array([g for _, g in sorted(pairs)], dtype=object)}
+
+
+def _in_group(row: dict[str, Any], group: str, **kwargs: Any) -> bool:
+    return _encode_group(_row_group(row, **kwargs)) == group
+
+
+def _sharded_groups(source: ManifestFiles, modalities: Sequence[str], with_text: bool, columns: Sequence[str],
+                    read_args: dict) -> dict[str, list[tuple[list[str], bool, Any]]]:
+    """`_groups` for each file of a sharded manifest, rows read by tasks: one pass over the files finds each
+    file's groups (only their names reach the driver); a file's group is its rows (filtered when the file has
+    several groups), each feeding its own inference pass."""
+    kwargs = {"modalities": tuple(modalities), "with_text": with_text, "base_dir": source.base_dir,
+              "columns": tuple(columns)}
+    found = read_rows(source, None, read_args, with_paths=True).map_batches(
+        partial(_batch_groups, **kwargs), batch_format="numpy").take_all()
+    by_path = {read_path(uri): uri for uri in source.files}
+    named: dict[str, set[str]] = {uri: set() for uri in source.files}
+    for pair in found:
+        named[by_path.get(str(pair["file"]), str(pair["file"]))].add(str(pair["group"]))
+    out: dict[str, list[tuple[list[str], bool, Any]]] = {}
+    for uri, groups in named.items():
+        rows = read_rows(source.subset([uri]), None, read_args, with_paths=True)
+        out[uri] = []
+        for group in sorted(groups):
+            names, _, text = group.partition("|")
+            if names or text:
+                subset = rows if len(groups) == 1 else rows.filter(partial(_in_group, group=group, **kwargs))
+                out[uri].append(([n for n in names.split(",") if n], bool(text), subset))
+    return out
+
+
+def _output_name(uri: str, base_dir: str) -> str:
+    """An input file's output shard: its path under the manifest folder, extension off, `/` as `__`."""
+    path, base = storage.resolve(uri)[1], storage.resolve(base_dir)[1].rstrip("/")
+    relative = path[len(base) + 1:] if path.startswith(base + "/") else path.rsplit("/", 1)[-1]
+    return relative.rsplit(".", 1)[0].replace("/", "__") + ".parquet"
 
 
 def _shard_table(pieces: list[tuple[np.ndarray, str, np.ndarray]]) -> pa.Table:
@@ -101,52 +188,69 @@ def _shard_table(pieces: list[tuple[np.ndarray, str, np.ndarray]]) -> pa.Table:
 
 def embed_corpus(checkpoint: str, data: str, output: str, shard_rows: int = 1024,
                  overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Embed every row of a manifest (or a media folder) into Parquet shards under `output`; resumable."""
+    """Embed every row of a manifest (or a media folder, or WebDataset shards) into Parquet shards under
+    `output`; resumable."""
     checkpoint = resolve_checkpoint(checkpoint)
     output = storage.absolute(output)
     model, ckpt_meta = read_checkpoint(checkpoint)
-    table, manifest_uri = _load_rows(data)
-    media_columns = [c for c in MODALITIES if c in table.column_names]
+    rows, manifest_uri = _load_rows(data)
+    names = rows.columns() if isinstance(rows, ManifestFiles) else rows.column_names
+    media_columns = [c for c in MODALITIES if c in names]
     modalities = available_modalities(model.modalities, media_columns, {}, synthesize=False)
-    with_text = TEXT in table.column_names
+    with_text = TEXT in names
     if not modalities and not with_text:
         raise InputError(f"{storage.redact(data)} has no text and no media for the checkpoint's towers "
-                         f"{model.modalities} (its columns: {table.column_names})")
+                         f"{model.modalities} (its columns: {names})")
     cfg = checkpoint_inference_config(ckpt_meta, modalities or model.modalities, overrides,
                                       synthesize=False, media_columns=media_columns)
     init_ray(cfg)
     quarantine_uri = storage.join(output, quarantine.QUARANTINE_DIR)
-    shards = max(1, -(-table.num_rows // shard_rows))
-    written, resumed = 0, 0
-    for shard in range(shards):
-        uri = storage.join(output, VECTORS_DIR, f"part-{shard:05d}.parquet")
-        if storage.exists(uri):
-            resumed += 1
-            continue
-        rows = table.slice(shard * shard_rows, shard_rows)
+
+    def embed(groups: list[tuple[list[str], bool, Any]], manifest_dir: str | None) -> pa.Table:
         pieces = []
-        for group, with_captions, subset in _groups(rows, modalities, with_text):
+        for group, with_captions, subset in groups:
             columns = run(embedding_stream(cfg, model.config, checkpoint, subset, manifest_uri, quarantine_uri,
-                                           group, with_text=with_captions))
+                                           group, with_text=with_captions, columns=names, manifest_dir=manifest_dir))
             if not len(columns.get(ID, [])):
                 continue
             for name in group:
                 pieces.append((columns[ID], name, columns[embedding_column(name)]))
             if with_captions:
                 pieces.append((columns[ID], "text", columns[TEXT_EMBEDDING]))
+        return _shard_table(pieces)
+
+    if isinstance(rows, ManifestFiles):   # one output shard per input file, read by tasks
+        source = rows
+        rows_in = manifest_rows(cfg, source, [], shuffle=False, required=(ID,)).rows_in
+        outputs = {f: storage.join(output, VECTORS_DIR, _output_name(f, source.base_dir)) for f in source.files}
+        pending = [f for f in source.files if not storage.exists(outputs[f])]
+        groups = _sharded_groups(source.subset(pending), modalities, with_text, names,
+                                 placement_args(cfg, "data")) if pending else {}
+        shards = [(outputs[f], partial(groups.get, f, []), source.base_dir) for f in source.files]
+    else:
+        rows_in = rows.num_rows
+        shards = [(storage.join(output, VECTORS_DIR, f"part-{shard:05d}.parquet"),
+                   partial(_groups, rows.slice(start, shard_rows), modalities, with_text), None)
+                  for shard, start in enumerate(range(0, max(rows.num_rows, 1), shard_rows))]
+    written, resumed = 0, 0
+    for number, (uri, groups, manifest_dir) in enumerate(shards):
+        if storage.exists(uri):
+            resumed += 1
+            continue
+        table = embed(groups(), manifest_dir)
         fs, path = storage.resolve(uri)
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        pq.write_table(_shard_table(pieces), path + ".tmp", filesystem=fs)
+        pq.write_table(table, path + ".tmp", filesystem=fs)
         fs.move(path + ".tmp", path)  # a shard appears whole or not at all
         written += 1
-        print(f"shard {shard + 1}/{shards} written", file=sys.stderr, flush=True)
+        print(f"shard {number + 1}/{len(shards)} written", file=sys.stderr, flush=True)
     bad = quarantine.collect(quarantine_uri, storage.join(output, quarantine.QUARANTINE_FILE))
     fs, path = storage.resolve(storage.join(output, VECTORS_DIR))
     embedded = pq.read_table(path, filesystem=fs, columns=["modality"]).column("modality").to_pylist()
     counts = {m: embedded.count(m) for m in sorted(set(embedded))}
     summary = {"checkpoint": storage.redact(checkpoint), "data": storage.redact(data), "output": storage.redact(output),
-               "rows_in": table.num_rows, "embedded": counts, "rows_quarantined": len(bad),
-               "shards": shards, "shards_written": written, "shards_resumed": resumed, "embed_dim": model.embed_dim}
+               "rows_in": rows_in, "embedded": counts, "rows_quarantined": len(bad),
+               "shards": len(shards), "shards_written": written, "shards_resumed": resumed, "embed_dim": model.embed_dim}
     storage.write_text(storage.join(output, INDEX_FILE), json.dumps(summary, indent=2, sort_keys=True))
     return summary
 
