@@ -9,6 +9,7 @@ dimensions, runs on whatever device its input lives on, and is deterministic unl
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -161,5 +162,33 @@ def audio_mel(waveform: np.ndarray | torch.Tensor, sample_rate: int, cfg: Prepro
         chunks = torch.stack([mel, mel, mel])
     else:
         chunks = torch.stack([mel[s:s + length] for s in _chunk_starts(frames, length, train, generator)])
+    return _normalized(chunks, cfg)
+
+
+def _normalized(chunks: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
     chunks = chunks.transpose(1, 2)                            # [3, mel_bins, target_length]
     return (chunks - cfg.audio_norm_mean) / (cfg.audio_norm_std * 2)
+
+
+def audio_windows(total_samples: int, cfg: PreprocessConfig = DEFAULT) -> list[tuple[int, int]] | None:
+    """The (start, count) sample ranges at `cfg.sample_rate` whose fbank frames are exactly the evaluation
+    chunks (front/middle/back) of a `total_samples` waveform; None when the clip is used whole (it is not
+    longer than target_length frames). A decoder reads only these, so memory does not grow with duration."""
+    hop = int(cfg.sample_rate * cfg.frame_shift_ms / 1000)
+    window = int(cfg.sample_rate * cfg.frame_length_ms / 1000)
+    frames = 1 + (total_samples - window) // hop if total_samples >= window else 1
+    if frames <= cfg.target_length:
+        return None
+    span = (cfg.target_length - 1) * hop + window
+    return [(start * hop, span) for start in _chunk_starts(frames, cfg.target_length, False, None)]
+
+
+def audio_mel_windows(windows: Sequence[np.ndarray | torch.Tensor], cfg: PreprocessConfig = DEFAULT) -> torch.Tensor:
+    """`audio_mel` of a long clip from only its `audio_windows` (mono, at cfg.sample_rate): the same
+    [3, mel_bins, target_length]. Kaldi's fbank removes each frame's DC offset, so the whole-clip mean that
+    `audio_mel` subtracts changes nothing here."""
+    chunks = []
+    for window in windows:
+        x = _as_tensor(window).float().reshape(1, -1)
+        chunks.append(fbank(x - x.mean(), cfg)[:cfg.target_length])
+    return _normalized(torch.stack(chunks), cfg)

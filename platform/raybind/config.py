@@ -93,12 +93,15 @@ class SynthesisPoolSettings(_Strict):
 
 
 class DecodeSettings(_Strict):
-    """The decode tasks: CPUs each, rows per call, the margin frames ship with (for random crops), FFmpeg threads."""
+    """The decode tasks: CPUs each, rows per call, the margin frames ship with (for random crops), FFmpeg
+    threads, and the per-row bounds that keep one hostile file from taking a worker down."""
 
     num_cpus: float = Field(default=0.5, gt=0)
     batch_size: int = Field(default=4, ge=1)
     crop_margin: int = Field(default=0, ge=0)   # frames ship as (size + margin)^2 so training can random-crop
     threads: int = Field(default=1, ge=0)       # FFmpeg threads per video; 0: one per core (oversubscribes)
+    max_file_mb: float = Field(default=1024, gt=0)    # a file read whole (remote media, images, depth, members)
+    row_timeout_s: float = Field(default=120, gt=0)   # one row's decode (a FIFO, a stalled read, a bomb)
 
 
 class MediaSettings(_Strict):

@@ -45,7 +45,10 @@ def worker_env(hub_offline: str = "inherit", environ: dict[str, str] | None = No
 def start_ray(address: str | None = None, num_cpus: float | None = None,
               object_store_memory_mb: int | None = None, dashboard: bool = True, verbose: bool = True,
               hub_offline: str = "inherit") -> None:
-    """Join the cluster a job was submitted to (RAY_ADDRESS) or `address`; else start a local Ray.
+    """Join the cluster a job was submitted to (RAY_ADDRESS) or `address` (`auto`: the head running on this
+    machine); else start a Ray of this process's own, even when a head started by `ray start` runs here
+    (`address="local"`: joining it by accident would ignore `num_cpus`, which Ray refuses). One console line
+    says which.
 
     `dashboard=False` only for local runs that use no Ray Train (which polls the dashboard's State API).
     `verbose=False` keeps worker output and Ray's INFO logs off the console (errors still raise here).
@@ -60,13 +63,17 @@ def start_ray(address: str | None = None, num_cpus: float | None = None,
         # A job submitted with --runtime-env already has env_vars (and py_modules, a working dir): combine
         # ours with them instead of failing on the keys both set.
         os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=verbose)
+        context = ray.init(address=address, runtime_env=runtime_env, log_to_driver=verbose)
+        print(f"ray: joined the cluster at {context.address_info.get('gcs_address', address)} "
+              f"({ray.cluster_resources().get('CPU', 0):g} CPUs)", file=sys.stderr, flush=True)
         return
     object_store = object_store_memory_mb * 2**20 if object_store_memory_mb else None
     # The dashboard (bound to localhost) serves the State API that Ray Train's controller polls.
-    ray.init(num_cpus=num_cpus, object_store_memory=object_store, include_dashboard=dashboard,
+    ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store, include_dashboard=dashboard,
              dashboard_host="127.0.0.1", runtime_env=runtime_env, logging_level=logging.WARNING,
              log_to_driver=verbose)
+    print(f"ray: started a local Ray for this job ({ray.cluster_resources().get('CPU', 0):g} CPUs; "
+          "ray.address joins a cluster)", file=sys.stderr, flush=True)
 
 
 def init_ray(cfg: MediaRunConfig) -> None:

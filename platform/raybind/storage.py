@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import stat
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -18,12 +19,34 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
+from raybind.errors import InputError
+
 _SECRET_KEYS = {"access_key", "secret_key", "session_token"}
+
+# What media and manifests may be read from, besides local paths and file:// (pyarrow's filesystems).
+# http(s) is not among them: rows that name it are quarantined as an unsupported scheme.
+READ_SCHEMES = ("s3",)
+
+
+class NotReadable(Exception):
+    """Something is at the URI, but not a file this process can read; `reason` says what it is."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def is_remote(uri: str) -> bool:
     """True for a URI with a scheme (s3://...); plain paths and file:// URIs are local."""
     return "://" in uri and not uri.startswith("file://")
+
+
+def unsupported_scheme(uri: str) -> str | None:
+    """The URI's scheme when RayBind cannot read it (e.g. `http`), else None."""
+    if not is_remote(uri):
+        return None
+    scheme = urlsplit(uri).scheme.lower()
+    return None if scheme in READ_SCHEMES else scheme or uri.split("://", 1)[0]
 
 
 def _split_query(uri: str) -> tuple[str, str]:
@@ -59,6 +82,21 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
 def absolute(uri: str) -> str:
     """Local paths made absolute (a run dir must not depend on the working directory); URIs unchanged."""
     return uri if is_remote(uri) else str(Path(uri.removeprefix("file://")).expanduser().resolve())
+
+
+# Where Ray unpacks a job's `--working-dir`: deleted with the Ray session, so nothing may be kept there.
+RAY_PACKAGE_MARKERS = ("/runtime_resources/working_dir_files/", "/runtime_resources/py_modules_files/")
+
+
+def durable_output(uri: str, field: str) -> str:
+    """`absolute(uri)` for something a job keeps (a run folder, a report, shards), refused with a message
+    naming `field` when it would land inside Ray's unpacked working-dir package, as a relative path does in a
+    submitted job."""
+    resolved = absolute(uri)
+    if not is_remote(resolved) and any(marker in resolved + "/" for marker in RAY_PACKAGE_MARKERS):
+        raise InputError(f"{field}: {uri} resolves to {resolved}, inside the Ray job's working-dir package, "
+                         "which Ray deletes with the session: give an absolute path or s3://")
+    return resolved
 
 
 def join(base: str, *names: str) -> str:
@@ -104,6 +142,36 @@ def size(uri: str) -> int:
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"not found: {redact(uri)}")
     return int(info.size or 0)
+
+
+def file_size(uri: str) -> int:
+    """The size of a regular, readable file; FileNotFoundError when nothing is there, `NotReadable` naming
+    what is there otherwise (a folder, a device, a socket, a named pipe, a file without read permission).
+    A named pipe is refused before anything opens it: an open that blocks inside a decoder can hold the
+    decoder's own locks, stalling every later row of the worker, not just its own."""
+    if is_remote(uri):
+        fs, path = resolve(uri)
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(f"not found: {redact(uri)}")
+        if info.type == pafs.FileType.Directory:
+            raise NotReadable("a folder (prefix), not a file")
+        return int(info.size or 0)
+    path = resolve(uri)[1]
+    try:
+        mode = os.stat(path).st_mode   # follows symlinks: what a reader would open
+    except FileNotFoundError:
+        raise FileNotFoundError(f"not found: {uri}") from None
+    except PermissionError:
+        raise NotReadable("permission denied (a folder on its path cannot be searched)") from None
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISFIFO, "a named pipe (FIFO)")):
+        if test(mode):
+            raise NotReadable(f"{what}, not a file")
+    if not os.access(path, os.R_OK):
+        raise NotReadable("permission denied (no read permission)")
+    return os.path.getsize(path)
 
 
 def read_bytes(uri: str) -> bytes:

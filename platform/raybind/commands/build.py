@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start Ray and build the dataset; the build summary (row counts) becomes the JSON line."""
+    from raybind import storage
     from raybind.data.build import build_dataset, pack_webdataset
     from raybind.errors import InputError
     from raybind.runtime import init_ray
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = config_from_args(args)
     if args.shard_samples < 1:
         raise InputError(f"--shard-samples must be at least 1, got {args.shard_samples}")
+    storage.durable_output(args.output, "--output")   # before Ray starts: a submitted job fails in a second
     init_ray(cfg)
     if args.format == "webdataset":
         return pack_webdataset(cfg, args.input, args.output, args.shard_samples)

@@ -86,6 +86,8 @@ class DecodeSpec:
     video_images: bool = False            # rows with an image and no video become 1-frame clips
     synth_seed: int = 0                   # one-frame synthesis's frame choice (per-frame captions bind to it)
     track_sources: bool = False           # rows carry `source_key` (their manifest file) for resume bookkeeping
+    max_file_mb: float = 1024.0           # files read whole above this are quarantined (DecodeSettings)
+    row_timeout_s: float = 120.0          # a row still decoding after this is quarantined (DecodeSettings)
 
     @property
     def all_views(self) -> bool:

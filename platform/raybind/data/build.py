@@ -19,10 +19,10 @@ import ray.data
 
 from encoders.modalities import MODALITIES, REGISTRY
 from raybind import storage
-from raybind.config import RayBindConfig
+from raybind.config import DecodeSettings, RayBindConfig
 from raybind.data import quarantine, webdataset
 from raybind.data.batch_format import ID, PASSTHROUGH, TEXT
-from raybind.data.decode import RowFailed, read_media
+from raybind.data.decode import RowFailed, guarded, media_uri, read_media
 from raybind.data.pipeline import (
     BUILT_DATA,
     BUILT_MARKER,
@@ -36,6 +36,7 @@ from raybind.data.sources import ManifestError, manifest_files, manifest_name
 
 def build_dataset(cfg: RayBindConfig, input_uri: str, output_uri: str) -> dict:
     """Decode, synthesize and tokenize a manifest once into Parquet shards that training reads directly."""
+    output_uri = storage.durable_output(output_uri, "--output")
     quarantine_uri = storage.join(output_uri, "_quarantine")
     for stale in (quarantine_uri, storage.join(output_uri, BUILT_DATA)):
         storage.delete_dir(stale)
@@ -62,6 +63,7 @@ def pack_webdataset(cfg: RayBindConfig, input_uri: str | list[str], output_uri: 
     by Ray tasks that stream one file at a time into the shard (a task's memory holds one media file). A row
     whose media cannot be fetched is quarantined; media that will not decode is found when training reads it.
     Writes `shardindex.json` (wids' index: samples per shard) last."""
+    output_uri = storage.durable_output(output_uri, "--output")
     quarantine_uri = storage.join(output_uri, "_quarantine")
     storage.delete_dir(quarantine_uri)
     _delete_indexed_shards(output_uri)
@@ -71,7 +73,7 @@ def pack_webdataset(cfg: RayBindConfig, input_uri: str | list[str], output_uri: 
         raise ManifestError(f"manifest {manifest_name(source.entries)} has no media column (one of {list(MODALITIES)})")
     packed = rows.dataset.map_batches(
         partial(_pack_shard, output_uri=output_uri, base_dir=source.base_dir, media_columns=tuple(rows.media_columns),
-                quarantine_uri=quarantine_uri),
+                quarantine_uri=quarantine_uri, decode=cfg.data.decode),
         batch_size=shard_samples, batch_format="numpy", **placement_args(cfg, "data"))
     shards = [(str(row["shard"]), int(row["samples"])) for row in packed.iter_rows()]   # one small row per shard
     bad = quarantine.collect(quarantine_uri, storage.join(output_uri, quarantine.QUARANTINE_FILE))
@@ -119,7 +121,7 @@ def _sample_members(row: dict[str, Any], base_dir: str, media_columns: tuple[str
         value = _json_value(row.get(modality))
         if value is None or not str(value).strip():
             continue
-        uri = storage.resolve_relative(str(value), base_dir)
+        uri = media_uri(str(value), base_dir)
         extension = posixpath.splitext(uri.split("?")[0])[1] or (*REGISTRY[modality].extensions, ".bin")[0]
         members.append((f"{key}.{webdataset.member_suffix(modality, extension)}", uri))
     if not members:
@@ -128,9 +130,10 @@ def _sample_members(row: dict[str, Any], base_dir: str, media_columns: tuple[str
 
 
 def _pack_shard(batch: dict[str, np.ndarray], output_uri: str, base_dir: str, media_columns: tuple[str, ...],
-                quarantine_uri: str) -> dict[str, np.ndarray]:
-    """One shard from one batch of manifest rows, streamed row by row (memory: one row's files); its name
-    comes from the ids of the batch, so a retried task rewrites the same file."""
+                quarantine_uri: str, decode: DecodeSettings) -> dict[str, np.ndarray]:
+    """One shard from one batch of manifest rows, streamed row by row (memory: one row's files, each within
+    `decode.max_file_mb`; time: `decode.row_timeout_s` per row); its name comes from the ids of the batch,
+    so a retried task rewrites the same file."""
     names = list(batch)
     rows = [{name: batch[name][i] for name in names} for i in range(len(batch[names[0]]) if names else 0)]
     digest = hashlib.sha1("\0".join(str(row.get(ID)) for row in rows).encode()).hexdigest()[:16]
@@ -138,8 +141,12 @@ def _pack_shard(batch: dict[str, np.ndarray], output_uri: str, base_dir: str, me
     written = 0
     with webdataset.ShardWriter(storage.join(output_uri, name)) as shard:
         for row in rows:
+            def read(row: dict[str, Any] = row) -> list[tuple[str, bytes]]:
+                return [(member, read_media(uri, decode.max_file_mb))
+                        for member, uri in _sample_members(row, base_dir, media_columns)]
+
             try:
-                files = [(member, read_media(uri)) for member, uri in _sample_members(row, base_dir, media_columns)]
+                files = guarded(read, str(row.get(ID)), decode.row_timeout_s)
             except RowFailed as failure:
                 quarantine.record(quarantine_uri, quarantine.QuarantinedRow(
                     id=str(row.get(ID)), uri=failure.uri, stage="pack", reason=failure.reason))

@@ -10,8 +10,10 @@ augmentation happen on the training device.
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any
+import threading
+from collections.abc import Callable
+from functools import lru_cache, partial
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -45,6 +47,8 @@ from raybind.data.batch_format import (
     stable_key,
 )
 from raybind.data.webdataset import Member, SampleError
+
+T = TypeVar("T")
 
 VIEW_TEXTS = "_view_texts"  # per-row only, between decoding and tokenizing
 
@@ -80,19 +84,69 @@ def _media(row: dict[str, Any], column: str, spec: DecodeSpec) -> MediaSource:
     value = _value(row, column)
     if value is None:
         raise RowFailed("", f"missing field '{column}'")
-    return storage.resolve_relative(value, spec.manifest_dir)
+    return media_uri(value, spec.manifest_dir)
 
 
-def _decode_path(uri: MediaSource, decode):
-    """Run `decode(local_path or bytes)` on a media URI (fetched to a temp file when remote) or a member's
-    bytes; failures become row failures."""
-    if isinstance(uri, Member):
-        return _decode_bytes(uri, decode)
+def media_uri(value: str, manifest_dir: str) -> str:
+    """A manifest's media value as a URI to read (relative to the manifest's folder); `RowFailed` for a
+    scheme that cannot be read (http, ftp, ...)."""
+    uri = storage.resolve_relative(value, manifest_dir)
+    scheme = storage.unsupported_scheme(uri)
+    if scheme is not None:
+        raise RowFailed(uri, f"unsupported scheme '{scheme}://' (media are read from local paths, file:// and "
+                             f"{', '.join(s + '://' for s in storage.READ_SCHEMES)})")
+    return uri
+
+
+def guarded(work: Callable[[], T], where: str, timeout_s: float) -> T:
+    """`work()` for one row, bounded in time and contained: any exception becomes `RowFailed` (an
+    `unexpected <type>` reason unless it is already a row failure), and a row still running after
+    `timeout_s` is abandoned as timed out (its thread is left blocked, a daemon, so the batch goes on)."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = work()
+        except BaseException as error:   # noqa: BLE001 -- handed back to the caller's thread
+            result["error"] = error
+
+    thread = threading.Thread(target=run, name="raybind-row", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise RowFailed(where, f"timed out after {timeout_s:g} s (data.decode.row_timeout_s)")
+    error = result.get("error")
+    if error is None:
+        return result["value"]
+    if isinstance(error, (RowFailed, SampleError)):
+        raise error
+    if not isinstance(error, Exception):   # KeyboardInterrupt, SystemExit: not about the row
+        raise error
+    raise RowFailed(where, f"unexpected {type(error).__name__}: {error}") from error
+
+
+def _check_file(uri: str, max_file_mb: float | None) -> None:
+    """A regular, readable, non-empty file, and (when it is read whole) within the byte cap; else `RowFailed`
+    saying what is there instead."""
     try:
-        if storage.size(uri) == 0:
-            raise RowFailed(uri, "empty file (0 bytes)")
+        size = storage.file_size(uri)
     except FileNotFoundError:
         raise RowFailed(uri, "file not found") from None
+    except storage.NotReadable as error:
+        raise RowFailed(uri, error.reason) from None
+    if size == 0:
+        raise RowFailed(uri, "empty file (0 bytes)")
+    if max_file_mb is not None and size > max_file_mb * 2**20:
+        raise RowFailed(uri, f"too large to read whole: {size / 2**20:.0f} MiB (data.decode.max_file_mb is "
+                             f"{max_file_mb:g})")
+
+
+def _decode_path(uri: MediaSource, decode, spec: DecodeSpec):
+    """Run `decode(local_path or bytes)` on a media URI (fetched to a temp file when remote, within the
+    byte cap) or a member's bytes; failures become row failures."""
+    if isinstance(uri, Member):
+        return _decode_bytes(uri, decode, spec.max_file_mb)
+    _check_file(uri, spec.max_file_mb if storage.is_remote(uri) else None)   # local files stream from disk
     with storage.local_path(uri) as path:
         try:
             return decode(path)
@@ -135,9 +189,17 @@ def as_column(modality: str, value: np.ndarray) -> np.ndarray:
     return value[None] if REGISTRY[modality].synthesized else value
 
 
-def mel(wave: np.ndarray, spec: DecodeSpec) -> np.ndarray:
-    """Waveform at the tower's rate -> the shipped float16 spectrogram column value."""
+def mel(wave: np.ndarray | list[np.ndarray], spec: DecodeSpec) -> np.ndarray:
+    """Waveform at the tower's rate (or a long clip's windows, `decode_audio`) -> the shipped float16
+    spectrogram column value."""
+    if isinstance(wave, list):
+        return transforms.audio_mel_windows(wave, spec.audio).numpy().astype(np.float16)
     return transforms.audio_mel(wave, spec.audio.sample_rate, spec.audio).numpy().astype(np.float16)
+
+
+def decode_audio(source: str | bytes, spec: DecodeSpec) -> np.ndarray | list[np.ndarray]:
+    """A file's (or a video's) audio as the transform needs it: whole, or a long clip's windows only."""
+    return media.decode_audio(source, spec.audio.sample_rate, partial(transforms.audio_windows, cfg=spec.audio))
 
 
 def depth_map(depth_m: np.ndarray, spec: DecodeSpec) -> np.ndarray:
@@ -149,11 +211,12 @@ def depth_map(depth_m: np.ndarray, spec: DecodeSpec) -> np.ndarray:
 # reader here.
 _READERS = {
     "video": lambda uri, spec: _decode_path(
-        uri, lambda path: media.decode_video(path, spec.num_frames, spec.frame_size, spec.threads)),
-    "audio": lambda uri, spec: mel(_decode_path(uri, lambda path: media.decode_audio(path, spec.audio.sample_rate)),
-                                   spec),
-    "image": lambda uri, spec: _decode_bytes(uri, lambda data: media.decode_image(data, spec.frame_size)),
-    "depth": lambda uri, spec: depth_map(_decode_bytes(uri, lambda data: media.decode_depth(data, _name(uri))), spec),
+        uri, lambda path: media.decode_video(path, spec.num_frames, spec.frame_size, spec.threads), spec),
+    "audio": lambda uri, spec: mel(_decode_path(uri, lambda path: decode_audio(path, spec), spec), spec),
+    "image": lambda uri, spec: _decode_bytes(uri, lambda data: media.decode_image(data, spec.frame_size),
+                                             spec.max_file_mb),
+    "depth": lambda uri, spec: depth_map(_decode_bytes(uri, lambda data: media.decode_depth(data, _name(uri)),
+                                                       spec.max_file_mb), spec),
 }
 
 
@@ -169,9 +232,9 @@ def _decode_row(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
     if spec.needs_frames and audio_column == "video":
         def frames_and_audio(path: str):  # one fetch of a remote file serves both
             return (media.decode_video(path, spec.num_frames, spec.frame_size, spec.threads),
-                    media.decode_audio(path, spec.audio.sample_rate))
+                    decode_audio(path, spec))
 
-        out[frames_column], wave = _decode_path(_media(row, "video", spec), frames_and_audio)
+        out[frames_column], wave = _decode_path(_media(row, "video", spec), frames_and_audio, spec)
         out["audio"] = mel(wave, spec)
     elif spec.needs_frames and spec.video_images and _value(row, "video") is None and _value(row, "image") is not None:
         image = decode_media("image", _media(row, "image", spec), spec)   # a still: a 1-frame clip
@@ -196,12 +259,17 @@ def _name(source: MediaSource) -> str:
     return source.name if isinstance(source, Member) else source.split("?")[0]
 
 
-def read_media(source: MediaSource) -> bytes:
-    """A media source's bytes (a member's, or the file's, fetched whole); `RowFailed` when it is missing or empty."""
+def read_media(source: MediaSource, max_file_mb: float | None = None) -> bytes:
+    """A media source's bytes (a member's, or the file's, fetched whole); `RowFailed` when it is missing,
+    not a readable file, empty, or over `max_file_mb`."""
     uri = source.name if isinstance(source, Member) else source
     if isinstance(source, Member):
         data = source.data
+        if max_file_mb is not None and len(data) > max_file_mb * 2**20:
+            raise RowFailed(uri, f"too large to read whole: {len(data) / 2**20:.0f} MiB (data.decode.max_file_mb "
+                                 f"is {max_file_mb:g})")
     else:
+        _check_file(uri, max_file_mb)
         try:
             data = storage.read_bytes(uri)
         except FileNotFoundError:
@@ -211,8 +279,8 @@ def read_media(source: MediaSource) -> bytes:
     return data
 
 
-def _decode_bytes(source: MediaSource, decode):
-    data = read_media(source)
+def _decode_bytes(source: MediaSource, decode, max_file_mb: float | None = None):
+    data = read_media(source, max_file_mb)
     try:
         return decode(data)
     except media.MediaError as error:
@@ -247,32 +315,72 @@ def _tokenize_views(rows: list[dict[str, Any]], spec: DecodeSpec) -> None:
 
 def decode_batch(batch: dict[str, np.ndarray], spec: DecodeSpec,
                  columns: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-    """Decode every row of a manifest batch; failures go to the quarantine, the rest are tokenized."""
+    """Decode every row of a manifest batch; failures go to the quarantine, the rest are tokenized. No
+    exception of one row leaves this function, and no row runs longer than `spec.row_timeout_s`."""
     names = list(batch.keys())
     size = len(batch[names[0]]) if names else 0
     shards = webdataset.KEY in names   # WebDataset samples: each becomes a manifest row first
     source_column = webdataset.URL if shards else SOURCE_PATH
-    rows = []
+    rows, sources = [], []
     for i in range(size):
         row = {name: batch[name][i] for name in names}
         source = str(row.get(source_column) or "")
         try:
-            if shards:
-                row = webdataset.manifest_row(row, spec.manifest_dir)
-            decoded = _decode_row(row, spec)
+            decoded = guarded(partial(_decode_any, row, spec, shards), _where(row, spec), spec.row_timeout_s)
         except (RowFailed, SampleError) as failure:
-            quarantine.record(spec.quarantine_uri, quarantine.QuarantinedRow(
-                id=str(row.get(ID, row.get(webdataset.KEY))), uri=failure.uri, stage="decode", reason=failure.reason,
-                source=source))
+            _quarantine(spec, row, failure.uri, "decode", failure.reason, source)
             continue
         if spec.track_sources:
             decoded[SOURCE_KEY] = stable_key(source)
         rows.append(decoded)
-    if rows and spec.all_views:
+        sources.append(source)
+    rows = _tokenized(rows, spec, sources)
+    passthrough = PASSTHROUGH if shards else tuple(name for name in PASSTHROUGH if name in names)
+    return keep_columns(_stack(rows, decoded_template(spec, passthrough)), columns)
+
+
+def _decode_any(row: dict[str, Any], spec: DecodeSpec, sample: bool) -> dict[str, Any]:
+    return _decode_row(webdataset.manifest_row(row, spec.manifest_dir) if sample else row, spec)
+
+
+def _where(row: dict[str, Any], spec: DecodeSpec) -> str:
+    """What a failure that names no file of its own is reported against: the row's first media value."""
+    for name in (*REGISTRY, webdataset.KEY):
+        value = row.get(name)
+        if isinstance(value, str) and value.strip():
+            return value
+    return ""
+
+
+def _quarantine(spec: DecodeSpec, row: dict[str, Any], uri: str, stage: str, reason: str, source: str) -> None:
+    quarantine.record(spec.quarantine_uri, quarantine.QuarantinedRow(
+        id=str(row.get(ID, row.get(webdataset.KEY))), uri=uri, stage=stage, reason=reason, source=source))
+
+
+def _tokenized(rows: list[dict[str, Any]], spec: DecodeSpec, sources: list[str]) -> list[dict[str, Any]]:
+    """Captions tokenized for the whole batch at once; if that fails, row by row, and the rows whose
+    caption the tokenizer cannot take are quarantined (stage `tokenize`)."""
+    if not rows or not (spec.all_views or spec.with_text):
+        return rows
+    try:
+        _tokenize(rows, spec)
+        return rows
+    except Exception:   # noqa: BLE001 -- find the row(s) responsible below
+        pass
+    kept = []
+    for row, source in zip(rows, sources):
+        try:
+            _tokenize([row], spec)
+            kept.append(row)
+        except Exception as error:   # noqa: BLE001 -- one caption must not end the run
+            _quarantine(spec, row, "", "tokenize", f"unexpected {type(error).__name__}: {error}", source)
+    return kept
+
+
+def _tokenize(rows: list[dict[str, Any]], spec: DecodeSpec) -> None:
+    if spec.all_views:
         _tokenize_views(rows, spec)
-    elif rows and spec.with_text:
+    else:
         tokens = _tokenizer(spec.text)([r[TEXT] for r in rows]).numpy().astype(np.int32)
         for row, ids in zip(rows, tokens):
             row[TOKENS] = ids
-    passthrough = PASSTHROUGH if shards else tuple(name for name in PASSTHROUGH if name in names)
-    return keep_columns(_stack(rows, decoded_template(spec, passthrough)), columns)

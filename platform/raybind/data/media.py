@@ -11,7 +11,7 @@ import contextlib
 import io
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import av
@@ -24,6 +24,9 @@ cv2.setNumThreads(1)
 # A container may misreport its frame count by a little; decoding less than this share of what it
 # claims means the file was cut short.
 MIN_DECODABLE_FRACTION = 0.5
+
+# Frames larger than 8K UHD are refused before one is decoded: a single 16K frame is ~800 MB of BGR.
+MAX_FRAME_PIXELS = 7680 * 4320
 
 
 class MediaError(Exception):
@@ -161,6 +164,9 @@ def _decode_video(path: str, num_frames: int, size: int, threads: int) -> np.nda
     try:
         if not cap.isOpened():
             raise MediaError("cannot open as video (not a video container, unsupported codec, or truncated header)")
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if width * height > MAX_FRAME_PIXELS:
+            raise MediaError(f"frames of {width}x{height} exceed the {MAX_FRAME_PIXELS / 1e6:.0f} MP limit (8K UHD)")
         reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         total = reported
         if reported <= 0:  # no count in the container: count by decoding, then read again
@@ -202,8 +208,22 @@ def _read_again(path: str, threads: int, targets: np.ndarray, size: int) -> _Pas
     return result
 
 
-def decode_audio(source: str | bytes, sample_rate: int) -> np.ndarray:
-    """Mono float32 waveform at `sample_rate` from an audio file or a video's audio track (any FFmpeg codec)."""
+# Audio longer than this is never held whole: only the windows the transform uses are decoded (seconds of
+# 16 kHz float32 held at most while finding out: ~4 MB).
+WHOLE_AUDIO_S = 60.0
+
+# Which sample ranges (start, count) of a clip of N samples the transform uses; None: all of it.
+AudioWindows = Callable[[int], "list[tuple[int, int]] | None"]
+
+
+def decode_audio(source: str | bytes, sample_rate: int,
+                 windows_for: AudioWindows | None = None) -> np.ndarray | list[np.ndarray]:
+    """Mono float32 waveform at `sample_rate` from an audio file or a video's audio track (any FFmpeg codec).
+
+    With `windows_for`, memory does not grow with duration: a clip longer than `WHOLE_AUDIO_S` (declared by
+    its container, or found while decoding) comes back as the list of windows `windows_for(total_samples)`
+    asks for, each decoded after a seek; a clip that declares no duration or lies about it is counted by
+    decoding without keeping samples first."""
     try:
         container = av.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except (av.FFmpegError, UnicodeDecodeError) as error:
@@ -211,18 +231,84 @@ def decode_audio(source: str | bytes, sample_rate: int) -> np.ndarray:
     with container:
         if not container.streams.audio:
             raise MediaError("no audio track")
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        chunks = []
-        try:
-            for frame in container.decode(container.streams.audio[0]):
-                chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
-            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
-        except av.FFmpegError as error:
-            if not chunks:
-                raise MediaError(f"undecodable audio: {error}") from None
-    if not chunks or sum(len(c) for c in chunks) == 0:
+        stream = container.streams.audio[0]
+        declared = _declared_seconds(container, stream)
+        cap = int(WHOLE_AUDIO_S * sample_rate) if windows_for is not None else None
+        if cap is not None and declared is not None and declared * sample_rate > cap:
+            total = int(declared * sample_rate)
+        else:
+            wave, total = _decode_whole(container, stream, sample_rate, cap)
+            if wave is not None:
+                return wave
+        windows = windows_for(total) if windows_for is not None else None
+        if not windows:
+            raise MediaError(f"audio of {total / sample_rate:.0f} s needs windows, but the transform asked for none")
+        return [_decode_window(container, stream, sample_rate, start, count, total) for start, count in windows]
+
+
+def _declared_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return container.duration / av.time_base if container.duration else None
+
+
+def _decode_whole(container: av.container.InputContainer, stream: av.audio.stream.AudioStream, sample_rate: int,
+                  cap: int | None) -> tuple[np.ndarray | None, int]:
+    """(waveform, samples); past `cap` samples it stops keeping them and only counts (waveform None)."""
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    chunks: list[np.ndarray] = []
+    total, keeping = 0, True
+
+    def take(frames: list[av.AudioFrame]) -> None:
+        nonlocal total, keeping
+        for out in frames:
+            samples = out.to_ndarray().reshape(-1)
+            total += len(samples)
+            if keeping and cap is not None and total > cap:
+                keeping = False
+                chunks.clear()
+            if keeping:
+                chunks.append(samples)
+
+    try:
+        for frame in container.decode(stream):
+            take(resampler.resample(frame))
+        take(resampler.resample(None))
+    except av.FFmpegError as error:
+        if total == 0:
+            raise MediaError(f"undecodable audio: {error}") from None
+    if total == 0:
         raise MediaError("audio track has no samples")
-    return np.concatenate(chunks).astype(np.float32)
+    return (np.concatenate(chunks).astype(np.float32) if keeping else None), total
+
+
+def _decode_window(container: av.container.InputContainer, stream: av.audio.stream.AudioStream, sample_rate: int,
+                   start: int, count: int, total: int) -> np.ndarray:
+    """`count` samples at `sample_rate` from sample `start`: seek to the packet at or before it, decode
+    forward, keep only the window."""
+    container.seek(int(start / sample_rate / stream.time_base), stream=stream, backward=True)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    out = np.zeros(count, np.float32)
+    filled, position = 0, None
+    try:
+        for frame in container.decode(stream):
+            if position is None:
+                if frame.pts is None:
+                    raise MediaError("long audio without timestamps: its windows cannot be found")
+                position = round(float(frame.pts * frame.time_base) * sample_rate)
+            for chunk in resampler.resample(frame):
+                samples = chunk.to_ndarray().reshape(-1)
+                lo, hi = max(start - position, 0), min(start + count - position, len(samples))
+                if hi > lo:
+                    out[position + lo - start:position + hi - start] = samples[lo:hi]
+                    filled = position + hi - start
+                position += len(samples)
+            if filled >= count:
+                return out
+    except av.FFmpegError as error:
+        raise MediaError(f"undecodable audio at {start / sample_rate:.1f} s: {error}") from None
+    raise MediaError(f"audio ends before {(start + count) / sample_rate:.1f} s, though it has "
+                     f"{total / sample_rate:.1f} s")
 
 
 def decode_image(data: bytes, size: int) -> np.ndarray:

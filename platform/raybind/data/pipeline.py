@@ -92,7 +92,8 @@ def decode_spec(cfg: MediaRunConfig, manifest_uri: str, quarantine_uri: str, med
         from_column=tuple(m for m in SYNTHESIZABLE if getattr(cfg.data, m).source == "column"),
         media_columns=tuple(media_columns), synthesize=tuple(synthesis_settings(cfg)),
         caption_views=tuple(cfg.data.caption_views or ()), video_images=cfg.video_takes_images(),
-        synth_seed=cfg.data.depth.seed)
+        synth_seed=cfg.data.depth.seed, max_file_mb=cfg.data.decode.max_file_mb,
+        row_timeout_s=cfg.data.decode.row_timeout_s)
 
 
 def decoded_row_bytes(cfg: RayBindConfig, columns: list[str] | None = None) -> int:

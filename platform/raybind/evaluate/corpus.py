@@ -191,7 +191,7 @@ def embed_corpus(checkpoint: str, data: str, output: str, shard_rows: int = 1024
     """Embed every row of a manifest (or a media folder, or WebDataset shards) into Parquet shards under
     `output`; resumable."""
     checkpoint = resolve_checkpoint(checkpoint)
-    output = storage.absolute(output)
+    output = storage.durable_output(output, "--output")
     model, ckpt_meta = read_checkpoint(checkpoint)
     rows, manifest_uri = _load_rows(data)
     names = rows.columns() if isinstance(rows, ManifestFiles) else rows.column_names

@@ -175,7 +175,7 @@ def evaluate(checkpoint: str, output: str, data: str | None = None, benchmark: s
     started = time.perf_counter()
     checkpoint = resolve_checkpoint(checkpoint)
     ckpt_meta = json.loads(storage.read_text(storage.join(checkpoint, METADATA_FILE)))
-    output = storage.absolute(output)
+    output = storage.durable_output(output, "--output")
     classes, defaults, table, source = None, None, None, None
     if benchmark is not None:
         if root is None:

@@ -219,7 +219,7 @@ def sweep(cfg: RayBindConfig, stop=None) -> dict[str, Any]:
     """
     if cfg.sweep is None:
         raise ConfigError(f"config {cfg.name!r} has no `sweep:` section: nothing to search")
-    sweep_uri = storage.join(storage.absolute(cfg.storage), cfg.name)
+    sweep_uri = storage.join(storage.durable_output(cfg.storage, "storage"), cfg.name)
     check_storage(sweep_uri)
     init_ray(cfg)
     base = prepare_sweep_data(cfg, sweep_uri)

@@ -159,7 +159,7 @@ def worker_columns(cfg: RayBindConfig) -> list[str]:
 
 def prepare(cfg: RayBindConfig, run_uri: str | None = None) -> Prepared:
     """Storage probe, demo data, Ray, resource check, and the lazy streams (nothing decodes yet)."""
-    run_uri = run_uri or storage.join(storage.absolute(cfg.storage), cfg.name)
+    run_uri = run_uri or storage.join(storage.durable_output(cfg.storage, "storage"), cfg.name)
     check_storage(run_uri)
     ensure_demo_data(cfg)
     init_ray(cfg)
