@@ -102,6 +102,8 @@ class DecodeSettings(_Strict):
     threads: int = Field(default=1, ge=0)       # FFmpeg threads per video; 0: one per core (oversubscribes)
     max_file_mb: float = Field(default=1024, gt=0)    # a file read whole (remote media, images, depth, members)
     row_timeout_s: float = Field(default=120, gt=0)   # one row's decode (a FIFO, a stalled read, a bomb)
+    read_attempts: int = Field(default=4, ge=1)       # tries of a remote read on transient storage errors
+    read_backoff_s: float = Field(default=0.5, ge=0)  # first wait between them, doubling
 
 
 class MediaSettings(_Strict):

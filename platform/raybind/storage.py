@@ -8,13 +8,16 @@ reported.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import posixpath
 import stat
 import tempfile
+import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
@@ -22,6 +25,8 @@ import pyarrow.fs as pafs
 from raybind.errors import InputError
 
 _SECRET_KEYS = {"access_key", "secret_key", "session_token"}
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # What media and manifests may be read from, besides local paths and file:// (pyarrow's filesystems).
 # http(s) is not among them: rows that name it are quarantined as an unsupported scheme.
@@ -75,7 +80,10 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), str(Path(uri.removeprefix("file://")).expanduser().resolve())
     base, query = _split_query(uri)
     parts = urlsplit(base)
-    fs = _filesystem(urlunsplit((parts.scheme, parts.netloc, "", query, "")))
+    try:
+        fs = _filesystem(urlunsplit((parts.scheme, parts.netloc, "", query, "")))
+    except (ValueError, TypeError) as error:   # pyarrow.lib.ArrowInvalid: an unknown scheme or option
+        raise InputError(f"cannot use storage {redact(uri)}: {error}") from None
     return fs, (parts.netloc + parts.path).rstrip("/")
 
 
@@ -172,6 +180,44 @@ def file_size(uri: str) -> int:
     if not os.access(path, os.R_OK):
         raise NotReadable("permission denied (no read permission)")
     return os.path.getsize(path)
+
+
+class Unreadable(Exception):
+    """A storage read that kept failing after its retries; `reason` says how often and the last error."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# Errors that say what is (not) there: retrying cannot change them.
+_PERMANENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def with_retries(read: Callable[[], T], uri: str, attempts: int, backoff_s: float) -> T:
+    """`read()` retried on transient storage errors (throttling, resets, 5xx: pyarrow raises them as
+    OSError, after the AWS SDK's own few quick retries) with exponential backoff, `attempts` tries in all.
+    One log line when a burst of retries starts and one when it ends; `Unreadable` after the last try."""
+    for attempt in range(1, attempts + 1):
+        try:
+            value = read()
+        except _PERMANENT:
+            raise
+        except OSError as error:
+            if attempt == 1 and attempts > 1:
+                log.warning("%s: %s; retrying, up to %d tries", redact(uri), _short(error), attempts)
+            if attempt == attempts:
+                raise Unreadable(f"unreadable after {attempts} tries: {_short(error)}") from None
+            time.sleep(backoff_s * 2 ** (attempt - 1))
+            continue
+        if attempt > 1:
+            log.warning("%s: read after %d tries", redact(uri), attempt)
+        return value
+    raise AssertionError("unreachable")
+
+
+def _short(error: Exception) -> str:
+    return " ".join(str(error).split())[:300]
 
 
 def read_bytes(uri: str) -> bytes:

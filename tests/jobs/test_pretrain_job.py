@@ -2,6 +2,7 @@
 is tested in tests/cluster/test_autoscaling.py)."""
 
 import json
+import socket
 import subprocess
 import sys
 
@@ -26,6 +27,21 @@ def test_unwritable_storage_fails_fast(tmp_path):
                              "--set", f"storage={blocker}"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "cannot write to storage" in result.stderr
+
+
+@pytest.mark.slow   # the AWS SDK's own connect retries: ~20 s
+def test_an_s3_endpoint_that_does_not_answer_stops_the_job_at_start_with_one_line_naming_it():
+    with socket.socket() as probe:   # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    storage = f"s3://rb-runs/runs?endpoint_override=127.0.0.1:{port}&region=us-east-1&scheme=http"
+    result = subprocess.run([sys.executable, "jobs/pretrain.py", "--config", "configs/quickstart.yaml",
+                             "--set", f"storage={storage}"], capture_output=True, text=True, timeout=120,
+)
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if "cannot write to storage" in line]
+    assert f"s3://rb-runs/runs/quickstart?endpoint_override=127.0.0.1:{port}" in line and "Could not connect" in line
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow

@@ -18,9 +18,10 @@ from encoders import transforms
 from raybind import storage
 from raybind.config import validate
 from raybind.data import quarantine
-from raybind.data.decode import RowFailed, decode_batch, decode_media, guarded
+from raybind.data.decode import RowFailed, decode_batch, decode_media, guarded, read_media
 from raybind.data.pipeline import decode_spec
 from raybind.errors import InputError
+from tests.faultproxy import FaultProxy
 
 
 def _spec(media, modalities: list[str], **decode):
@@ -158,3 +159,47 @@ def test_frames_above_the_pixel_limit_are_refused_before_decoding(media, monkeyp
     monkeypatch.setattr(media_module, "MAX_FRAME_PIXELS", 64 * 48 - 1)   # this clip is one pixel over
     with pytest.raises(media_module.MediaError, match="frames of 64x48 exceed"):
         media_module.decode_video(str(clip), 4, 32)
+
+
+def _proxied(s3_server: str, **faults) -> tuple[FaultProxy, str]:
+    host, port = s3_server.removeprefix("http://").split(":")
+    proxy = FaultProxy(host, int(port), seed=1, **faults)
+    return proxy, proxy.start()
+
+
+def test_transient_storage_faults_are_retried_and_a_read_that_keeps_failing_is_quarantined(s3_bucket):
+    """Through the fault proxy: every request to the object is reset or throttled (503) on its first 8 tries,
+    and the read still returns the object; a store that always throttles ends in `unreadable after N tries`."""
+    client, bucket, _ = s3_bucket
+    client.put_object(Bucket=bucket, Key="clip.bin", Body=b"x" * 5000)
+    moto = s3_bucket[2].split("endpoint_override=")[1].split("&")[0]
+    for faults, attempts in ((8, 6), (10_000, 2)):
+        proxy, endpoint = _proxied(moto, reset=0.5, slow_down=0.5, faults_per_request=faults)
+        try:
+            uri = f"s3://{bucket}/clip.bin?region=us-east-1&scheme=http&endpoint_override={endpoint[len('http://'):]}"
+            if faults == 8:
+                assert read_media(uri, retry=(attempts, 0.01)) == b"x" * 5000
+                assert proxy.counts["reset"] > 0 and proxy.counts["slow_down"] > 0, proxy.counts
+            else:
+                with pytest.raises(RowFailed, match="unreadable after 2 tries: .*AWS Error"):
+                    read_media(uri, retry=(attempts, 0.01))
+        finally:
+            proxy.stop()
+
+
+def test_a_retry_burst_logs_one_line_when_it_starts_and_one_when_it_ends(caplog):
+    errors = iter([ConnectionResetError("reset by peer"), OSError("AWS Error SLOW_DOWN: 503")])
+
+    def flaky() -> bytes:
+        error = next(errors, None)
+        if error is not None:
+            raise error
+        return b"ok"
+
+    with caplog.at_level("WARNING", logger="raybind.storage"):
+        assert storage.with_retries(flaky, "s3://b/k?secret_key=hush", 3, 0.0) == b"ok"
+    lines = [r.getMessage() for r in caplog.records if r.name == "raybind.storage"]
+    assert lines == ["s3://b/k?secret_key=%2A%2A%2A: reset by peer; retrying, up to 3 tries",
+                     "s3://b/k?secret_key=%2A%2A%2A: read after 3 tries"]
+    with pytest.raises(FileNotFoundError):   # what is (not) there is never retried
+        storage.with_retries(lambda: open("/nonexistent/x", "rb"), "/nonexistent/x", 3, 0.0)

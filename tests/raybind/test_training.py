@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from raybind.config import validate
 from raybind.data.demo_data import generate
 from raybind.train.trainer import pretrain
+from tests.faultproxy import FaultProxy
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
 
@@ -49,9 +50,23 @@ def _adam_steps(checkpoint_dir: Path) -> list[int]:
     return sorted({int(s["step"]) for s in state["optimizer"]["state"].values()})
 
 
-def test_training_to_s3_checkpoints_adapters_and_counts(ray_cluster, demo, s3_bucket, tmp_path):
-    client, bucket, query = s3_bucket
-    summary = pretrain(_cfg(demo, f"s3://{bucket}/runs{query}", "s3run"))
+def test_training_on_s3_through_storage_faults_checkpoints_adapters_and_counts(ray_cluster, demo, s3_bucket,
+                                                                              s3_server, tmp_path, request):
+    """Manifests, media and checkpoints all on S3, every request through the fault proxy: connections reset,
+    503 Slow Down and delays on a seeded share of first tries. The run ends with the rows and steps of a run
+    without faults, and resumes through them too."""
+    client, bucket, _ = s3_bucket
+    root = Path(demo["train"]).parent
+    for path in root.rglob("*"):
+        if path.is_file() and (path.suffix in (".jsonl", ".mp4", ".wav") or path.parent.name == "clips"):
+            client.upload_file(str(path), bucket, f"demo/{path.relative_to(root)}")
+    host, port = s3_server.removeprefix("http://").split(":")
+    proxy = FaultProxy(host, int(port), seed=3, reset=0.15, slow_down=0.15, delay=0.1, delay_s=0.05)
+    query = f"?endpoint_override={proxy.start().removeprefix('http://')}&region=us-east-1&scheme=http"
+    request.addfinalizer(proxy.stop)
+    on_s3 = {name: f"s3://{bucket}/demo/{Path(demo[name]).name}{query}" for name in ("train", "val")}
+    summary = pretrain(_cfg(on_s3, f"s3://{bucket}/runs{query}", "s3run"))
+    assert proxy.counts["reset"] > 0 and proxy.counts["slow_down"] > 0 and proxy.counts["delay"] > 0, proxy.counts
     assert summary["steps"] == 10
     assert (summary["rows_in"], summary["rows_out"], summary["rows_quarantined"]) == (17, 16, 1)
     assert summary["first_pass_complete"] is True
@@ -94,7 +109,7 @@ def test_training_to_s3_checkpoints_adapters_and_counts(ray_cluster, demo, s3_bu
     assert _adam_steps(local) == [5]  # video and audio alternate: 5 AdamW steps each
 
     # re-running with the same storage and name resumes: same step counter, same optimizer state
-    resumed = pretrain(_cfg(demo, f"s3://{bucket}/runs{query}", "s3run", steps=14, checkpoint_every=7))
+    resumed = pretrain(_cfg(on_s3, f"s3://{bucket}/runs{query}", "s3run", steps=14, checkpoint_every=7))
     assert resumed["steps"] == 14 and resumed["resumed_from"] == [10]
     newest = resumed["checkpoint"].split("/runs/s3run/")[1].split("?")[0]
     state = client.get_object(Bucket=bucket, Key=f"runs/s3run/{newest}/trainer_state.pt")["Body"].read()
@@ -106,7 +121,7 @@ def test_training_to_s3_checkpoints_adapters_and_counts(ray_cluster, demo, s3_bu
 
     # a finished run, run again, reports its final state: the validation taken at its last step
     reports = tmp_path / "reports.jsonl"
-    again = pretrain(_cfg(demo, f"s3://{bucket}/runs{query}", "s3run", steps=14, checkpoint_every=7),
+    again = pretrain(_cfg(on_s3, f"s3://{bucket}/runs{query}", "s3run", steps=14, checkpoint_every=7),
                      callbacks=[RecordReports(reports)])
     (last,) = [json.loads(line) for line in reports.read_text().splitlines()]
     assert again["steps"] == last["step"] == last["val_step"] == 14 and last["resumed_from"] == [10, 14]

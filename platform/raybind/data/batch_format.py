@@ -88,6 +88,8 @@ class DecodeSpec:
     track_sources: bool = False           # rows carry `source_key` (their manifest file) for resume bookkeeping
     max_file_mb: float = 1024.0           # files read whole above this are quarantined (DecodeSettings)
     row_timeout_s: float = 120.0          # a row still decoding after this is quarantined (DecodeSettings)
+    read_attempts: int = 4                # tries of a remote read on transient storage errors (DecodeSettings)
+    read_backoff_s: float = 0.5           # first wait between them, doubling (DecodeSettings)
 
     @property
     def all_views(self) -> bool:

@@ -142,7 +142,7 @@ def _pack_shard(batch: dict[str, np.ndarray], output_uri: str, base_dir: str, me
     with webdataset.ShardWriter(storage.join(output_uri, name)) as shard:
         for row in rows:
             def read(row: dict[str, Any] = row) -> list[tuple[str, bytes]]:
-                return [(member, read_media(uri, decode.max_file_mb))
+                return [(member, read_media(uri, decode.max_file_mb, (decode.read_attempts, decode.read_backoff_s)))
                         for member, uri in _sample_members(row, base_dir, media_columns)]
 
             try:

@@ -125,14 +125,14 @@ def guarded(work: Callable[[], T], where: str, timeout_s: float) -> T:
     raise RowFailed(where, f"unexpected {type(error).__name__}: {error}") from error
 
 
-def _check_file(uri: str, max_file_mb: float | None) -> None:
+def _check_file(uri: str, max_file_mb: float | None, retry: tuple[int, float] = (1, 0.0)) -> None:
     """A regular, readable, non-empty file, and (when it is read whole) within the byte cap; else `RowFailed`
-    saying what is there instead."""
+    saying what is there instead. `retry`: (tries, first backoff) for a remote lookup."""
     try:
-        size = storage.file_size(uri)
+        size = storage.with_retries(lambda: storage.file_size(uri), uri, *retry)
     except FileNotFoundError:
         raise RowFailed(uri, "file not found") from None
-    except storage.NotReadable as error:
+    except (storage.NotReadable, storage.Unreadable) as error:
         raise RowFailed(uri, error.reason) from None
     if size == 0:
         raise RowFailed(uri, "empty file (0 bytes)")
@@ -141,12 +141,29 @@ def _check_file(uri: str, max_file_mb: float | None) -> None:
                              f"{max_file_mb:g})")
 
 
+def _fetch(uri: str, max_file_mb: float | None, retry: tuple[int, float]) -> bytes:
+    """A file's bytes, checked first; remote reads retried on transient storage errors."""
+    _check_file(uri, max_file_mb, retry)
+    try:
+        return storage.with_retries(lambda: storage.read_bytes(uri), uri, *retry)
+    except FileNotFoundError:
+        raise RowFailed(uri, "file not found") from None
+    except storage.Unreadable as error:
+        raise RowFailed(uri, error.reason) from None
+
+
 def _decode_path(uri: MediaSource, decode, spec: DecodeSpec):
     """Run `decode(local_path or bytes)` on a media URI (fetched to a temp file when remote, within the
     byte cap) or a member's bytes; failures become row failures."""
     if isinstance(uri, Member):
-        return _decode_bytes(uri, decode, spec.max_file_mb)
-    _check_file(uri, spec.max_file_mb if storage.is_remote(uri) else None)   # local files stream from disk
+        return _decode_bytes(uri, decode, spec)
+    if storage.is_remote(uri):   # fetched once, whole (within the cap, retried), decoded from memory
+        data = _fetch(uri, spec.max_file_mb, (spec.read_attempts, spec.read_backoff_s))
+        try:
+            return decode(data)
+        except media.MediaError as error:
+            raise RowFailed(uri, str(error)) from None
+    _check_file(uri, None)   # local files stream from disk
     with storage.local_path(uri) as path:
         try:
             return decode(path)
@@ -213,10 +230,9 @@ _READERS = {
     "video": lambda uri, spec: _decode_path(
         uri, lambda path: media.decode_video(path, spec.num_frames, spec.frame_size, spec.threads), spec),
     "audio": lambda uri, spec: mel(_decode_path(uri, lambda path: decode_audio(path, spec), spec), spec),
-    "image": lambda uri, spec: _decode_bytes(uri, lambda data: media.decode_image(data, spec.frame_size),
-                                             spec.max_file_mb),
-    "depth": lambda uri, spec: depth_map(_decode_bytes(uri, lambda data: media.decode_depth(data, _name(uri)),
-                                                       spec.max_file_mb), spec),
+    "image": lambda uri, spec: _decode_bytes(uri, lambda data: media.decode_image(data, spec.frame_size), spec),
+    "depth": lambda uri, spec: depth_map(_decode_bytes(uri, lambda data: media.decode_depth(data, _name(uri)), spec),
+                                         spec),
 }
 
 
@@ -259,9 +275,9 @@ def _name(source: MediaSource) -> str:
     return source.name if isinstance(source, Member) else source.split("?")[0]
 
 
-def read_media(source: MediaSource, max_file_mb: float | None = None) -> bytes:
+def read_media(source: MediaSource, max_file_mb: float | None = None, retry: tuple[int, float] = (1, 0.0)) -> bytes:
     """A media source's bytes (a member's, or the file's, fetched whole); `RowFailed` when it is missing,
-    not a readable file, empty, or over `max_file_mb`."""
+    not a readable file, empty, over `max_file_mb`, or still unreadable after `retry` (tries, backoff)."""
     uri = source.name if isinstance(source, Member) else source
     if isinstance(source, Member):
         data = source.data
@@ -269,18 +285,14 @@ def read_media(source: MediaSource, max_file_mb: float | None = None) -> bytes:
             raise RowFailed(uri, f"too large to read whole: {len(data) / 2**20:.0f} MiB (data.decode.max_file_mb "
                                  f"is {max_file_mb:g})")
     else:
-        _check_file(uri, max_file_mb)
-        try:
-            data = storage.read_bytes(uri)
-        except FileNotFoundError:
-            raise RowFailed(uri, "file not found") from None
+        data = _fetch(uri, max_file_mb, retry)
     if not data:
         raise RowFailed(uri, "empty file (0 bytes)")
     return data
 
 
-def _decode_bytes(source: MediaSource, decode, max_file_mb: float | None = None):
-    data = read_media(source, max_file_mb)
+def _decode_bytes(source: MediaSource, decode, spec: DecodeSpec):
+    data = read_media(source, spec.max_file_mb, (spec.read_attempts, spec.read_backoff_s))
     try:
         return decode(data)
     except media.MediaError as error:

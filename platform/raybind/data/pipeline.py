@@ -93,7 +93,8 @@ def decode_spec(cfg: MediaRunConfig, manifest_uri: str, quarantine_uri: str, med
         media_columns=tuple(media_columns), synthesize=tuple(synthesis_settings(cfg)),
         caption_views=tuple(cfg.data.caption_views or ()), video_images=cfg.video_takes_images(),
         synth_seed=cfg.data.depth.seed, max_file_mb=cfg.data.decode.max_file_mb,
-        row_timeout_s=cfg.data.decode.row_timeout_s)
+        row_timeout_s=cfg.data.decode.row_timeout_s, read_attempts=cfg.data.decode.read_attempts,
+        read_backoff_s=cfg.data.decode.read_backoff_s)
 
 
 def decoded_row_bytes(cfg: RayBindConfig, columns: list[str] | None = None) -> int:
