@@ -153,8 +153,9 @@ def _fetch(uri: str, max_file_mb: float | None, retry: tuple[int, float]) -> byt
 
 
 def _decode_path(uri: MediaSource, decode, spec: DecodeSpec):
-    """Run `decode(local_path or bytes)` on a media URI (fetched to a temp file when remote, within the
-    byte cap) or a member's bytes; failures become row failures."""
+    """Run `decode(local_path or bytes)` on a media URI (a local file streams from disk; a remote one is
+    fetched whole, within the byte cap, retried, and decoded from memory) or a member's bytes; failures
+    become row failures."""
     if isinstance(uri, Member):
         return _decode_bytes(uri, decode, spec)
     if storage.is_remote(uri):   # fetched once, whole (within the cap, retried), decoded from memory
@@ -338,7 +339,7 @@ def decode_batch(batch: dict[str, np.ndarray], spec: DecodeSpec,
         row = {name: batch[name][i] for name in names}
         source = str(row.get(source_column) or "")
         try:
-            decoded = guarded(partial(_decode_any, row, spec, shards), _where(row, spec), spec.row_timeout_s)
+            decoded = guarded(partial(_decode_any, row, spec, shards), _where(row), spec.row_timeout_s)
         except (RowFailed, SampleError) as failure:
             _quarantine(spec, row, failure.uri, "decode", failure.reason, source)
             continue
@@ -355,7 +356,7 @@ def _decode_any(row: dict[str, Any], spec: DecodeSpec, sample: bool) -> dict[str
     return _decode_row(webdataset.manifest_row(row, spec.manifest_dir) if sample else row, spec)
 
 
-def _where(row: dict[str, Any], spec: DecodeSpec) -> str:
+def _where(row: dict[str, Any]) -> str:
     """What a failure that names no file of its own is reported against: the row's first media value."""
     for name in (*REGISTRY, webdataset.KEY):
         value = row.get(name)
