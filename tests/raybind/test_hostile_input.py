@@ -4,6 +4,7 @@ than short."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,8 @@ from raybind import storage
 from raybind.config import validate
 from raybind.data import quarantine
 from raybind.data.decode import RowFailed, decode_batch, decode_media, guarded, read_media
-from raybind.data.pipeline import decode_spec
+from raybind.data.pipeline import check_media_storage, decode_spec
+from raybind.data.sources import manifest_files
 from raybind.errors import InputError
 from tests.faultproxy import FaultProxy
 
@@ -167,7 +169,7 @@ def _proxied(s3_server: str, **faults) -> tuple[FaultProxy, str]:
     return proxy, proxy.start()
 
 
-def test_transient_storage_faults_are_retried_and_a_read_that_keeps_failing_is_quarantined(s3_bucket):
+def test_transient_storage_faults_are_retried_and_a_read_that_keeps_failing_is_quarantined(s3_bucket, tmp_path):
     """Through the fault proxy: every request to the object is reset or throttled (503) on its first 8 tries,
     and the read still returns the object; a store that always throttles ends in `unreadable after N tries`."""
     client, bucket, _ = s3_bucket
@@ -183,6 +185,12 @@ def test_transient_storage_faults_are_retried_and_a_read_that_keeps_failing_is_q
             else:
                 with pytest.raises(RowFailed, match="unreadable after 2 tries: .*AWS Error"):
                     read_media(uri, retry=(attempts, 0.01))
+                # a job whose media storage answers nothing but 503s stops at start, naming it
+                manifest = tmp_path / "m.jsonl"
+                manifest.write_text(json.dumps({"id": "a", "text": "t", "video": uri}) + "\n")
+                with pytest.raises(InputError, match=r"cannot reach the media storage: s3://.*/clip.bin.*'video' of "
+                                                     r"the first row of .*m.jsonl\): .*AWS Error"):
+                    check_media_storage(manifest_files(str(manifest)), ["video"])
         finally:
             proxy.stop()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -162,6 +163,25 @@ class ManifestRows:
     file_rows: list[int] | None = None   # rows per file (sharded, from metadata): what resume bookkeeping needs
 
 
+def check_media_storage(source: ManifestFiles, media_columns: Sequence[str]) -> None:
+    """Media on storage that does not answer at all (a wrong endpoint, a bucket that is not there, no
+    credentials) stop a job now with one line, instead of every row failing after its retries: the first
+    row's remote media are looked up once. A missing file is the row's problem, not the storage's."""
+    for column, value in source.first_row(media_columns).items():
+        if not isinstance(value, str) or not value.strip():
+            continue
+        uri = storage.resolve_relative(value, source.base_dir)
+        if not storage.is_remote(uri) or storage.unsupported_scheme(uri):
+            continue
+        try:
+            storage.file_size(uri)
+        except (FileNotFoundError, storage.NotReadable):
+            pass
+        except OSError as error:
+            raise InputError(f"cannot reach the media storage: {storage.redact(uri)} ('{column}' of the first row "
+                             f"of {manifest_name(source.entries)}): {' '.join(str(error).split())}") from None
+
+
 def manifest_rows(cfg: MediaRunConfig, source: ManifestFiles, needed: list[str], shuffle: bool,
                   required: tuple[str, ...] = REQUIRED_COLUMNS) -> ManifestRows:
     """A manifest's rows, checked for `required` and `needed` columns before anything runs. One small file is
@@ -169,6 +189,7 @@ def manifest_rows(cfg: MediaRunConfig, source: ManifestFiles, needed: list[str],
     a sharded one by Ray Data's read tasks where the files are (the driver reads one schema and the footers;
     each pass visits the files in a new seeded order)."""
     seed = cfg.seed if shuffle else None
+    check_media_storage(source, MODALITIES)
     if not source.sharded:
         manifest = load_manifest(list(source.files), needed, required)
         ds = manifest_blocks(manifest.table, cfg.data.decode.batch_size, seed)

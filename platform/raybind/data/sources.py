@@ -90,6 +90,32 @@ class ManifestFiles:
         except (OSError, ValueError) as error:
             raise ManifestError(f"cannot read manifest {storage.redact(first)} as {self.format}: {error}") from None
 
+    def first_row(self, columns: Sequence[str]) -> dict[str, object]:
+        """`columns` of the first file's first row (one Parquet batch of those columns, a JSONL line, two CSV
+        lines; {} for WebDataset shards, whose media are members): what a start-up probe of the media's
+        storage looks at."""
+        first = self.files[0]
+        if self.format == "webdataset" or not columns:
+            return {}
+        fs, path = storage.resolve(first)
+        try:
+            if self.format == "parquet":
+                names = [c for c in columns if c in pq.read_schema(path, filesystem=fs).names]
+                batch = next(pq.ParquetFile(fs.open_input_file(path)).iter_batches(batch_size=1, columns=names), None)
+                return batch.to_pylist()[0] if batch is not None and batch.num_rows else {}
+            with fs.open_input_stream(path) as stream:
+                lines = stream.read(1 << 20).split(b"\n", 2)
+            if self.format == "json":
+                row = json.loads(lines[0])
+                return {c: row.get(c) for c in columns} if isinstance(row, dict) else {}
+            if len(lines) < 2:
+                return {}
+            names = [name.strip().strip('"') for name in lines[0].decode("utf-8").split(",")]
+            values = [value.strip().strip('"') for value in lines[1].decode("utf-8").split(",")]
+            return {c: v for c, v in zip(names, values) if c in columns}
+        except (OSError, ValueError, StopIteration):
+            return {}   # unreadable rows are the readers' to report
+
     def file_rows(self) -> list[int] | None:
         """Rows of each file from Parquet footers or a WebDataset shard index (metadata only); None for
         JSONL, CSV and shards without an index."""
