@@ -4,11 +4,13 @@ whose relative output would land in Ray's working-dir package."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +34,10 @@ def head() -> Iterator[dict[str, str]]:
     it); the environment that finds it, as a shell on that machine would. Terminating the blocking
     `ray start` stops the head's processes."""
     temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")   # short: Ray's socket paths have a length limit
-    env = {**os.environ, "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "token"}
+    token = Path(temp) / "auth_token"   # the head's own token, whatever ~/.ray holds
+    token.write_text(secrets.token_hex(32))
+    env = {**{k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")},
+           "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     dashboard = _free_port()
     process = subprocess.Popen(
         [RAY, "start", "--head", f"--port={_free_port()}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
@@ -70,10 +75,15 @@ def test_a_submitted_job_refuses_a_relative_output_that_ray_would_delete(head, t
     work = tmp_path / "job"
     work.mkdir()
     shutil.copy(REPO / "configs" / "quickstart.yaml", work / "quickstart.yaml")
-    result = subprocess.run(
-        [RAY, "job", "submit", "--address", head["DASHBOARD"], "--working-dir", str(work), "--",
-         sys.executable, "-m", "raybind", "build", "--config", "quickstart.yaml", "--input", "train.jsonl",
-         "--output", "built"], env=head, capture_output=True, text=True)
+    submit = [RAY, "job", "submit", "--address", head["DASHBOARD"], "--working-dir", str(work), "--",
+              sys.executable, "-m", "raybind", "build", "--config", "quickstart.yaml", "--input", "train.jsonl",
+              "--output", "built"]
+    deadline = time.monotonic() + 120
+    while True:   # the head's job agent registers a little after `ray start` returns; Ray says to try again
+        result = subprocess.run(submit, env=head, capture_output=True, text=True)
+        logs = result.stdout + result.stderr
+        if "No available agent to submit job" not in logs or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert result.returncode != 0
-    logs = result.stdout + result.stderr
     assert "--output: built resolves to" in logs and "_ray_pkg_" in logs and "absolute path or s3://" in logs, logs
