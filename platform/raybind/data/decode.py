@@ -58,7 +58,8 @@ def _tokenizer(text: TextConfig) -> Tokenizer:
     return Tokenizer(text)  # loaded once per worker process, reused by every task it runs
 
 
-def _value(row: dict[str, Any], column: str) -> str | None:
+def field_value(row: dict[str, Any], column: str) -> str | None:
+    """A manifest field as a string, or None when it is absent, null, NaN or blank."""
     value = row.get(column)
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
@@ -81,7 +82,7 @@ MediaSource = str | Member
 def _media(row: dict[str, Any], column: str, spec: DecodeSpec) -> MediaSource:
     if isinstance(row.get(column), Member):
         return row[column]
-    value = _value(row, column)
+    value = field_value(row, column)
     if value is None:
         raise RowFailed("", f"missing field '{column}'")
     return media_uri(value, spec.manifest_dir)
@@ -243,7 +244,7 @@ def _decode_row(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
         out.update(_captions(row, spec))
     for name in PASSTHROUGH:
         if name in row:
-            out[name] = "" if _value(row, name) is None else str(row[name])
+            out[name] = "" if field_value(row, name) is None else str(row[name])
     audio_column = spec.audio_column() if "audio" in spec.modalities else None
     frames_column = "video" if "video" in spec.modalities else FRAMES
     if spec.needs_frames and audio_column == "video":
@@ -253,7 +254,7 @@ def _decode_row(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
 
         out[frames_column], wave = _decode_path(_media(row, "video", spec), frames_and_audio, spec)
         out["audio"] = mel(wave, spec)
-    elif spec.needs_frames and spec.video_images and _value(row, "video") is None and _value(row, "image") is not None:
+    elif spec.needs_frames and spec.video_images and field_value(row, "video") is None and field_value(row, "image") is not None:
         image = decode_media("image", _media(row, "image", spec), spec)   # a still: a 1-frame clip
         out[frames_column] = np.repeat(image[None], spec.num_frames, axis=0)
         out[VIDEO_FRAMES] = 1

@@ -82,11 +82,8 @@ class ManifestFiles:
         try:
             if self.format == "parquet":
                 return list(pq.read_schema(path, filesystem=fs).names)
-            with fs.open_input_stream(path) as stream:
-                head = stream.read(1 << 20).split(b"\n", 1)[0].decode("utf-8")
-            if self.format == "json":
-                return list(json.loads(head))
-            return [name.strip().strip('"') for name in head.split(",")]
+            head = _head_lines(first, 1)[0]
+            return list(json.loads(head)) if self.format == "json" else _csv_fields(head)
         except (OSError, ValueError) as error:
             raise ManifestError(f"cannot read manifest {storage.redact(first)} as {self.format}: {error}") from None
 
@@ -100,19 +97,17 @@ class ManifestFiles:
         fs, path = storage.resolve(first)
         try:
             if self.format == "parquet":
-                names = [c for c in columns if c in pq.read_schema(path, filesystem=fs).names]
-                batch = next(pq.ParquetFile(fs.open_input_file(path)).iter_batches(batch_size=1, columns=names), None)
+                parquet = pq.ParquetFile(fs.open_input_file(path))   # one footer read: schema and first batch
+                names = [c for c in columns if c in parquet.schema_arrow.names]
+                batch = next(parquet.iter_batches(batch_size=1, columns=names), None)
                 return batch.to_pylist()[0] if batch is not None and batch.num_rows else {}
-            with fs.open_input_stream(path) as stream:
-                lines = stream.read(1 << 20).split(b"\n", 2)
+            lines = _head_lines(first, 2)
             if self.format == "json":
                 row = json.loads(lines[0])
                 return {c: row.get(c) for c in columns} if isinstance(row, dict) else {}
             if len(lines) < 2:
                 return {}
-            names = [name.strip().strip('"') for name in lines[0].decode("utf-8").split(",")]
-            values = [value.strip().strip('"') for value in lines[1].decode("utf-8").split(",")]
-            return {c: v for c, v in zip(names, values) if c in columns}
+            return {c: v for c, v in zip(_csv_fields(lines[0]), _csv_fields(lines[1])) if c in columns}
         except (OSError, ValueError, StopIteration):
             return {}   # unreadable rows are the readers' to report
 
@@ -140,6 +135,18 @@ class ManifestFiles:
     def subset(self, files: Sequence[str]) -> ManifestFiles:
         """The same manifest restricted to `files` (a resumed pass reads only the files it had not finished)."""
         return ManifestFiles(self.entries, tuple(files), self.format, self.base_dir)
+
+
+def _head_lines(uri: str, count: int) -> list[str]:
+    """The first `count` lines of a text manifest (from at most its first MiB)."""
+    fs, path = storage.resolve(uri)
+    with fs.open_input_stream(path) as stream:
+        return [line.decode("utf-8") for line in stream.read(1 << 20).split(b"\n", count)[:count]]
+
+
+def _csv_fields(line: str) -> list[str]:
+    """A CSV header's or row's fields, unquoted (what the start-up checks need; Ray Data parses the rows)."""
+    return [field.strip().strip('"') for field in line.split(",")]
 
 
 def _glob(pattern: str) -> list[str]:

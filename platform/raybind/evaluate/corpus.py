@@ -30,6 +30,7 @@ from encoders.modalities import MODALITIES, REGISTRY
 from raybind import storage
 from raybind.data import quarantine, webdataset
 from raybind.data.batch_format import ID, SOURCE_PATH, TEXT, TEXT_EMBEDDING, embedding_column
+from raybind.data.decode import field_value
 from raybind.data.manifest import load_manifest
 from raybind.data.pipeline import manifest_rows, placement_args
 from raybind.data.sources import ManifestFiles, manifest_files, manifest_format, read_path, read_rows
@@ -103,12 +104,6 @@ def _groups(rows: pa.Table, modalities: Sequence[str], with_text: bool) -> list[
     return out
 
 
-def _present(row: dict[str, Any], column: str) -> bool:
-    value = row.get(column)
-    return value is not None and not (isinstance(value, float) and np.isnan(value)) and \
-        not (isinstance(value, str) and not value.strip())
-
-
 def _row_group(row: dict[str, Any], modalities: Sequence[str], with_text: bool, base_dir: str,
                columns: Sequence[str]) -> tuple[tuple[str, ...], bool]:
     """What a read row (a manifest row or a WebDataset sample) has, as `_groups` keys it. A sample that cannot
@@ -119,8 +114,8 @@ def _row_group(row: dict[str, Any], modalities: Sequence[str], with_text: bool, 
         except webdataset.SampleError:
             return tuple(modalities), with_text
     # audio may come from a video's track: what matters is the column the modality decodes from
-    has = [_present(row, m if m in columns else "video") for m in modalities]
-    return _group_key(has, modalities, with_text and _present(row, TEXT))
+    has = [field_value(row, m if m in columns else "video") is not None for m in modalities]
+    return _group_key(has, modalities, with_text and field_value(row, TEXT) is not None)
 
 
 def _encode_group(key: tuple[tuple[str, ...], bool]) -> str:
