@@ -39,8 +39,13 @@ def head() -> Iterator[dict[str, str]]:
     env = {**{k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")},
            "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     dashboard = _free_port()
+    # Every port the head opens is its own: the suite's Ray already holds the defaults (the dashboard agent's
+    # 52365 among them), and an agent without its HTTP port leaves job submission "No available agent".
+    ports = [f"--{name}={_free_port()}" for name in (
+        "port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "ray-client-server-port")]
     process = subprocess.Popen(
-        [RAY, "start", "--head", f"--port={_free_port()}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+        [RAY, "start", "--head", *ports, "--num-cpus=1", "--node-ip-address=127.0.0.1",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats", "--block"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []
@@ -79,7 +84,7 @@ def test_a_submitted_job_refuses_a_relative_output_that_ray_would_delete(head, t
               sys.executable, "-m", "raybind", "build", "--config", "quickstart.yaml", "--input", "train.jsonl",
               "--output", "built"]
     deadline = time.monotonic() + 120
-    while True:   # the head's job agent registers a little after `ray start` returns; Ray says to try again
+    while True:   # the head's job agent registers a little after "Ray runtime started"; Ray says to try again
         result = subprocess.run(submit, env=head, capture_output=True, text=True)
         logs = result.stdout + result.stderr
         if "No available agent to submit job" not in logs or time.monotonic() > deadline:
