@@ -107,6 +107,9 @@ class LoraSettings:
         check_bounds(self)
 
 
+VIDEO_VARIANTS = ("v1", "v1.5")   # LanguageBind's video towers: V1 (2D patches, one class token), V1.5 (vl_new)
+
+
 @dataclass(frozen=True)
 class TowerConfig:
     """One modality tower. `lora=None` means full fine-tuning of the transformer blocks.
@@ -125,12 +128,20 @@ class TowerConfig:
     # initial; the logit scale starts at 1/temperature
     temperature: Annotated[float, Gt(0), Le(1)] = field(default=C.TEMPERATURE_INIT, compare=False)
     learn_temperature: bool = field(default=True, compare=False)            # False: fixed at `temperature`
+    # video: LanguageBind's V1 tower, or V1.5 (`clip_type: vl_new`): a tube-1 3D patch embedding and one class
+    # embedding per frame. Part of the tower's identity; absent from old checkpoints, which are all V1.
+    video_variant: Literal["v1", "v1.5"] = "v1"
 
     def __post_init__(self) -> None:
         modality_spec(self.modality)  # raises for an unknown name, listing the valid ones
         check_bounds(self)
         if self.temporal not in ("attention", "mean"):
             raise ValueError(f"{self.modality}.temporal must be 'attention' or 'mean', got {self.temporal!r}")
+        if self.video_variant not in VIDEO_VARIANTS:
+            raise ValueError(f"{self.modality}.video_variant must be one of {list(VIDEO_VARIANTS)}, "
+                             f"got {self.video_variant!r}")
+        if self.video_variant != "v1" and not modality_spec(self.modality).temporal:
+            raise ValueError(f"video_variant {self.video_variant!r} is for video towers, not {self.modality}")
 
     @classmethod
     def languagebind(cls, modality: str, preprocess: PreprocessConfig | None = None) -> "TowerConfig":
@@ -150,6 +161,8 @@ class TowerConfig:
             "lora": None if self.lora is None else dataclasses.asdict(self.lora),
             "temporal": self.temporal,
             "preprocess": self.preprocess.to_dict(),
+            # left out at the default so checkpoints from before V1.5 keep their config hash
+            **({"video_variant": self.video_variant} if self.video_variant != "v1" else {}),
         }
 
     @classmethod
@@ -162,6 +175,7 @@ class TowerConfig:
             lora=None if lora is None else LoraSettings(**lora),
             temporal=data.get("temporal", "attention"),
             preprocess=PreprocessConfig.from_dict(data.get("preprocess", {})),
+            video_variant=data.get("video_variant", "v1"),
         )
 
 

@@ -26,9 +26,14 @@ TEMPORAL_TARGETS = rf"blocks\.\d+\.temporal_attn\.{_PROJECTIONS}"
 
 # Frozen in every mode: the input embedding (patches, class token, positions) and the pre-norm.
 _ALWAYS_FROZEN = ("conv1.", "class_embedding", "positional_embedding", "ln_pre.")
-# Trained next to the adapters in LoRA mode: post-norm, projection, temporal position embeddings.
 def _trained_with_lora(name: str) -> bool:
-    return name.startswith("ln_post.") or name == "proj" or name.endswith(".temporal_embedding")
+    """Trained next to the adapters in LoRA mode: post-norm, projection, and video's temporal embeddings and
+    temporal LayerNorms. LanguageBind's video script (`--convert_to_lora`) wraps the encoder in peft, which
+    freezes everything but the adapters, then its `main.py` sets `requires_grad` again on every parameter
+    named `temporal_layer_norm*` or `temporal_embedding`; post-norm and projection sit outside the encoder
+    and stay trainable."""
+    return (name.startswith("ln_post.") or name == "proj" or name.endswith(".temporal_embedding")
+            or ".temporal_ln." in name)
 
 
 def lora_config(tower: TowerConfig) -> LoraConfig:

@@ -19,10 +19,15 @@ from encoders.modalities import modality as modality_spec
 
 
 class TowerBlock(nn.Module):
-    """One residual block of the tower; for video, preceded by a temporal attention over frames.
+    """One residual block of the tower; for video, preceded by LanguageBind's temporal step over frames.
 
-    The temporal attention starts as a copy of the spatial one and shares its pre-norm (`ln_1`); each
-    layer adds its own learned temporal position embedding first (LanguageBind's design).
+    The temporal step is LanguageBind's `CLIPEncoderLayer` with `add_time_attn`: add the layer's own
+    `temporal_embedding` [frames, D] at every token position (it stays in the residual stream), then
+    `x + temporal_attn(temporal_ln(x))` across each clip's frames, with the block's own LayerNorm and no
+    temporal MLP. At init `temporal_attn` and `temporal_ln` are copies of the spatial `attn` and `ln_1`
+    (distinct parameters) and the embedding is drawn from N(0, D^-0.5), as LanguageBind does; the caller's
+    RNG (seeded with `init_seed` in `build_towers`) makes that reproducible. RayBind keeps the embedding
+    as [frames, D] where LanguageBind stores [1, frames, D]: the same numbers without the leading 1.
     """
 
     def __init__(self, source: nn.Module, temporal_frames: int = 0) -> None:
@@ -37,15 +42,18 @@ class TowerBlock(nn.Module):
         self.ls_2 = source.ls_2
         if temporal_frames:
             width = source.attn.embed_dim
+            self.temporal_ln = copy.deepcopy(self.ln_1)
             self.temporal_attn = copy.deepcopy(self.attn)
-            self.temporal_embedding = nn.Parameter(torch.zeros(temporal_frames, width))
+            embedding = torch.empty(temporal_frames, width, device=source.ln_1.weight.device)
+            self.temporal_embedding = nn.Parameter(nn.init.normal_(embedding, std=width ** -0.5))
         else:
+            self.temporal_ln = None
             self.temporal_attn = None
             self.temporal_embedding = None
 
     def forward(self, x: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
         """x [clips * frames, tokens, width] -> the same shape; with temporal attention and `num_frames` > 1 it
-        first attends across each clip's frames."""
+        first attends across each clip's frames (a 1-frame row, an image in a video batch, skips that step)."""
         if self.temporal_attn is not None and num_frames > 1:
             x = self._temporal(x, num_frames)
         x = x + self.ls_1(self.attn(self.ln_1(x)))
@@ -57,7 +65,7 @@ class TowerBlock(nn.Module):
         # Shapes come from views (-1), not integer arithmetic, so torch.compile traces one graph.
         h = x.view(-1, frames, tokens, width).transpose(1, 2).reshape(-1, frames, width)
         h = h + self.temporal_embedding[:frames]
-        h = h + self.temporal_attn(self.ln_1(h))
+        h = h + self.temporal_attn(self.temporal_ln(h))
         return h.view(-1, tokens, frames, width).transpose(1, 2).reshape(x.shape)
 
 
@@ -73,13 +81,30 @@ def resize_position_embedding(pos: torch.Tensor, old_grid: tuple[int, int], new_
     return torch.cat([cls, patches], dim=0).detach()
 
 
+def tube_patch_embedding(conv: nn.Conv2d) -> nn.Conv3d:
+    """LanguageBind V1.5's patch embedding from a 2D one: Conv3d, kernel and stride [1, P, P], weight
+    [D, 3, 1, P, P] holding the 2D weights (for tube 1 it computes exactly the 2D convolution per frame)."""
+    kernel, stride = tuple(conv.kernel_size), tuple(conv.stride)
+    # built on meta, then given storage: no random init, so the RNG stream (temporal embeddings, LoRA) stays V1's
+    tube = nn.Conv3d(conv.in_channels, conv.out_channels, kernel_size=(1, *kernel), stride=(1, *stride),
+                     bias=conv.bias is not None, device="meta", dtype=conv.weight.dtype)
+    tube = tube.to_empty(device=conv.weight.device)
+    with torch.no_grad():
+        tube.weight.copy_(conv.weight.unsqueeze(2))
+        if conv.bias is not None:
+            tube.bias.copy_(conv.bias)
+    tube.weight.requires_grad = conv.weight.requires_grad
+    return tube
+
+
 class VisionBackbone(nn.Module):
     """The open_clip ViT parts, with a forward that supports masking, frames and any patch grid.
 
     This is the module peft adapts; its parameter names are what the adapter files reference.
     """
 
-    def __init__(self, visual: nn.Module, input_hw: tuple[int, int], temporal_frames: int = 0) -> None:
+    def __init__(self, visual: nn.Module, input_hw: tuple[int, int], temporal_frames: int = 0,
+                 video_variant: str = "v1", num_frames: int = 1) -> None:
         super().__init__()
         if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok":
             raise ValueError("only CLS-token pooled open_clip VisionTransformers are supported")
@@ -89,8 +114,17 @@ class VisionBackbone(nn.Module):
         self.grid = (self.input_hw[0] // self.patch_size[0], self.input_hw[1] // self.patch_size[1])
         if min(self.grid) < 1:
             raise ValueError(f"input {self.input_hw} is smaller than one {self.patch_size} patch")
-        self.conv1 = visual.conv1
-        self.class_embedding = visual.class_embedding
+        self.video_variant = video_variant
+        if video_variant == "v1.5":
+            # LanguageBind V1.5 (`vl_new`): the patch embedding is a Conv3d of kernel [1, P, P] (tube 1, the 2D
+            # weights with a time axis of 1) and each frame has its own class embedding (copies of the one at init).
+            self.conv1 = tube_patch_embedding(visual.conv1)
+            self.class_embedding = nn.Parameter(visual.class_embedding.detach().repeat(num_frames, 1))
+        elif video_variant == "v1":
+            self.conv1 = visual.conv1
+            self.class_embedding = visual.class_embedding
+        else:
+            raise ValueError(f"unknown video_variant {video_variant!r}; valid: v1, v1.5")
         self.positional_embedding = nn.Parameter(
             resize_position_embedding(visual.positional_embedding, tuple(visual.grid_size), self.grid))
         self.ln_pre = visual.ln_pre
@@ -117,15 +151,14 @@ class VisionBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor, num_frames: int = 1, mask_ratio: float = 0.0) -> torch.Tensor:
         """x: [clips * frames, 3, H, W] -> projected CLS features [clips, embed_dim] (averaged over frames)."""
-        tokens = self.conv1(x).flatten(2).transpose(1, 2)               # [N, L, D]
+        tokens = self._patches(x).flatten(2).transpose(1, 2)            # [N, L, D]
         tokens = tokens + self.positional_embedding[1:].to(tokens.dtype)
         if self.training and mask_ratio > 0:
             per_clip = tokens.unflatten(0, (-1, num_frames))             # [clips, frames, L, D]
             keep = random_keep_indices(per_clip.shape[0], tokens.shape[1], mask_ratio, tokens.device)
             keep = keep[:, None].expand(-1, num_frames, -1).flatten(0, 1)  # same tokens on every frame of a clip
             tokens = gather_tokens(tokens, keep)
-        cls = (self.class_embedding + self.positional_embedding[0]).to(tokens.dtype)
-        tokens = torch.cat([cls.expand(tokens.shape[0], 1, -1), tokens], dim=1)
+        tokens = torch.cat([self._class_tokens(tokens, num_frames), tokens], dim=1)
         tokens = self.ln_pre(tokens)
         recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
@@ -134,6 +167,24 @@ class VisionBackbone(nn.Module):
         if num_frames > 1:
             features = features.view(-1, num_frames, features.shape[-1]).mean(dim=1)
         return features
+
+    def _patches(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] frames -> [N, D, gh, gw]; V1.5's Conv3d sees each frame as a 1-frame tube."""
+        if isinstance(self.conv1, nn.Conv3d):
+            return self.conv1(x.unsqueeze(2)).squeeze(2)
+        return self.conv1(x)
+
+    def _class_tokens(self, tokens: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """[N, 1, D] class tokens (position 0 embedding added): one for every frame (V1), or frame f's own
+        row of the per-frame class embedding (V1.5; a clip of fewer frames uses the first rows)."""
+        position = self.positional_embedding[0]
+        if self.class_embedding.ndim == 1:
+            return (self.class_embedding + position).to(tokens.dtype).expand(tokens.shape[0], 1, -1)
+        if num_frames > self.class_embedding.shape[0]:
+            raise ValueError(f"{num_frames} frames, but the tower has class embeddings for "
+                             f"{self.class_embedding.shape[0]}")
+        per_frame = (self.class_embedding[:num_frames] + position).to(tokens.dtype)          # [frames, D]
+        return per_frame.unsqueeze(0).expand(tokens.shape[0] // num_frames, -1, -1).reshape(-1, 1, tokens.shape[-1])
 
 
 class ModalityTower(nn.Module):
@@ -149,7 +200,8 @@ class ModalityTower(nn.Module):
         else:
             input_hw = (pre.image_size, pre.image_size)
         temporal = pre.num_frames if self.spec.temporal and config.temporal == "attention" else 0
-        self.backbone = VisionBackbone(copy.deepcopy(visual), input_hw, temporal_frames=temporal)
+        self.backbone = VisionBackbone(copy.deepcopy(visual), input_hw, temporal_frames=temporal,
+                                       video_variant=config.video_variant, num_frames=pre.num_frames)
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)))
 
     @property

@@ -53,10 +53,13 @@ def test_freezing_policy_matches_languagebind():
         for name in ("log_logit_scale", "backbone.proj", "backbone.ln_post.weight"):
             assert name in trainable, name
         assert all("lora_" in n or n in {"log_logit_scale", "backbone.proj"} or "ln_post" in n
-                   or n.endswith("temporal_embedding") for n in trainable)
+                   or n.endswith("temporal_embedding") or ".temporal_ln." in n for n in trainable)
     video = {n for n, p in model.tower("video").named_parameters() if p.requires_grad and "lora_" in n}
     assert video and all(".temporal_attn." in n for n in video), "video LoRA must sit only on temporal attention"
     assert any(n.endswith("temporal_embedding") for n, p in model.tower("video").named_parameters() if p.requires_grad)
+    # LanguageBind's main.py trains the temporal LayerNorms beside the adapters
+    assert "backbone.blocks.0.temporal_ln.weight" in {n for n, p in model.tower("video").named_parameters()
+                                                     if p.requires_grad}
 
 
 def test_video_lora_updates_temporal_attention_only():
