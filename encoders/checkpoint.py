@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from encoders.config import ModelConfig
 from encoders.lora import load_adapter, save_adapter
 from encoders.model import BindModel
+from encoders.towers import ModalityTower
+
+log = logging.getLogger(__name__)
 
 METADATA_FILE = "raybind.json"   # the checkpoint's metadata (model config, hash, the run's extras)
 TRAINED_TENSORS = "trained.safetensors"
@@ -35,6 +40,27 @@ def _non_adapter_trained(model: BindModel, modality: str) -> dict:
     # the temperature is saved learned or fixed: it is the tower's, whatever the training settings were
     return {name: p.detach().cpu().contiguous() for name, p in tower.named_parameters()
             if (p.requires_grad or name == "log_logit_scale") and "lora_" not in name}
+
+
+def upgrade_trained_tensors(tower: ModalityTower, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Fill in what checkpoints of an older tower layout lack, so they compute what they computed when saved.
+
+    Video checkpoints written before the temporal step had its own LayerNorm (`temporal_ln`, LanguageBind's
+    `temporal_layer_norm1`) normalised the temporal attention's input with the block's `ln_1`: each missing
+    `temporal_ln` tensor becomes that block's `ln_1` - the checkpoint's own when it holds it (full
+    fine-tuning), else the tower's (LoRA mode, where `ln_1` is frozen and rebuilt as it was).
+    """
+    own = tower.state_dict()
+    wanted = [n for n in own if ".temporal_ln." in n and n not in tensors]
+    if not wanted:
+        return tensors
+    log.info("%s: checkpoint predates the temporal LayerNorm; %d tensors copied from each block's ln_1",
+             tower.modality, len(wanted))
+    upgraded = dict(tensors)
+    for name in wanted:
+        source = name.replace(".temporal_ln.", ".ln_1.")
+        upgraded[name] = tensors[source] if source in tensors else own[source].detach().clone()
+    return upgraded
 
 
 def save_model(model: BindModel, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -73,7 +99,7 @@ def load_into(model: BindModel, directory: str | Path) -> BindModel:
         tower = model.tower(modality)
         if tower.config.lora is not None:
             load_adapter(tower, folder)
-        tensors = load_file(str(folder / TRAINED_TENSORS))
+        tensors = upgrade_trained_tensors(tower, load_file(str(folder / TRAINED_TENSORS)))
         missing = set(_non_adapter_trained(model, modality)) - set(tensors)
         if missing:
             raise ValueError(f"{folder / TRAINED_TENSORS} lacks {sorted(missing)[:5]}")

@@ -184,3 +184,35 @@ def test_v15_is_part_of_the_tower_identity_and_old_dicts_are_v1():
     assert TowerConfig.from_dict(plain.to_dict()).video_variant == "v1"
     with pytest.raises(ValueError, match="video towers"):
         TowerConfig(modality="depth", video_variant="v1.5")
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_checkpoint_from_before_the_temporal_norm_loads_with_ln1_copied(tmp_path, lora):
+    from safetensors.torch import load_file, save_file
+
+    from encoders import load_model, save_model
+
+    model = _video_model(lora=lora).train()
+    clips = torch.randn(2, FRAMES, 3, 64, 64)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(model.encode("video", clips).square().sum() + model.logit_scale("video"), params)
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            p.sub_(0.05 * g.sign())
+        for block in model.tower("video").backbone.blocks:   # an old tower: ln_1 normalised the temporal input
+            block.temporal_ln.load_state_dict(block.ln_1.state_dict())
+    model.eval()
+    save_model(model, tmp_path / "old")
+    path = tmp_path / "old" / "video" / "trained.safetensors"
+    tensors = load_file(str(path))
+    dropped = [k for k in tensors if ".temporal_ln." in k]
+    assert dropped                                           # trained in both modes, so it was saved
+    save_file({k: v for k, v in tensors.items() if k not in dropped}, str(path))
+    if not lora:
+        assert "backbone.blocks.0.ln_1.weight" in tensors     # full FT: the checkpoint's own ln_1 is copied
+    loaded = load_model(tmp_path / "old").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.encode("video", clips), model.encode("video", clips))
+    for block in loaded.tower("video").backbone.blocks:
+        assert torch.equal(block.temporal_ln.weight, block.ln_1.weight)
+        assert block.temporal_ln.weight.data_ptr() != block.ln_1.weight.data_ptr()
