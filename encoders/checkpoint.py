@@ -5,6 +5,15 @@
     <dir>/<modality>/adapter_model.safetensors                }
     <dir>/<modality>/trained.safetensors    every other trained tensor (post-norm, projection,
                                             temporal embeddings, logit scale; all blocks when full FT)
+    <dir>/base.safetensors              only in models whose frozen weights no preset rebuilds (see below)
+
+Base weights: a checkpoint normally rebuilds its frozen weights from the preset, the `pretrained` tag and
+`init_seed`. A model imported from elsewhere (`encoders.languagebind`: LanguageBind's towers and text tower)
+has frozen weights no preset gives, so it carries them: `base.safetensors` holds every tensor of the model
+(text tower and towers; names as in `state_dict()` without peft's wrapping, LoRA adapters left to their
+own files). `load_into` loads it first when present and marks the model (`CARRIES_BASE`), and `save_model`
+writes it again for a marked model, so a run fine-tuned from an imported checkpoint (`init_from`) keeps
+carrying the weights it started from.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ log = logging.getLogger(__name__)
 
 METADATA_FILE = "raybind.json"   # the checkpoint's metadata (model config, hash, the run's extras)
 TRAINED_TENSORS = "trained.safetensors"
+BASE_TENSORS = "base.safetensors"
+CARRIES_BASE = "carries_base"   # attribute set on a BindModel whose frozen weights come from base.safetensors
 FORMAT_VERSION = 1
 
 
@@ -73,6 +84,8 @@ def save_model(model: BindModel, directory: str | Path, extra: dict[str, Any] | 
         if model.tower_config(modality).lora is not None:
             save_adapter(model.tower(modality), folder)
         save_file(_non_adapter_trained(model, modality), str(folder / TRAINED_TENSORS))
+    if getattr(model, CARRIES_BASE, False):
+        save_base(model, directory)
     meta = {"format_version": FORMAT_VERSION, "model": model.config.to_dict(),
                 "config_hash": config_hash(model.config), **(extra or {})}
     (directory / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -94,6 +107,8 @@ def load_into(model: BindModel, directory: str | Path) -> BindModel:
     if meta["config_hash"] != config_hash(model.config):
         raise ValueError(f"checkpoint {directory} was written for a different model config "
                          f"({meta['config_hash']} != {config_hash(model.config)})")
+    if (directory / BASE_TENSORS).is_file():
+        load_base(model, directory)
     for modality in model.modalities:
         folder = directory / modality
         tower = model.tower(modality)
@@ -111,3 +126,44 @@ def load_model(directory: str | Path) -> BindModel:
     """Rebuild the model from `raybind.json` (same backbone weights, same seed) and load its trained state."""
     config = ModelConfig.from_dict(read_metadata(directory)["model"])
     return load_into(BindModel(config), directory)
+
+
+def _base_name(name: str) -> str:
+    """A state-dict name without peft's wrapping: the same for a LoRA and a fully fine-tuned tower."""
+    return name.replace(".base_layer.", ".")
+
+
+def save_base(model: BindModel, directory: str | Path) -> Path:
+    """Write every non-adapter tensor of `model` to `<directory>/base.safetensors` and mark the model."""
+    path = Path(directory) / BASE_TENSORS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({_base_name(k): v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+               if "lora_" not in k}, str(path))
+    setattr(model, CARRIES_BASE, True)
+    return path
+
+
+def load_base(model: BindModel, directory: str | Path, strict: bool = True) -> BindModel:
+    """Load `<directory>/base.safetensors` into `model` (any LoRA mode) and mark it as carrying its base.
+
+    `strict`: every non-adapter tensor of the model must be in the file with its shape (False: load the
+    ones there are, e.g. a fine-tuning config with fewer towers than the checkpoint)."""
+    import torch
+
+    path = Path(directory) / BASE_TENSORS
+    tensors = load_file(str(path))
+    targets = {k: v for k, v in model.state_dict().items() if "lora_" not in k}
+    missing = [k for k in targets if _base_name(k) not in tensors]
+    if strict and missing:
+        raise ValueError(f"{path} lacks {len(missing)} tensors of this model, e.g. {missing[:3]}")
+    with torch.no_grad():
+        for name, target in targets.items():
+            source = tensors.get(_base_name(name))
+            if source is None:
+                continue
+            if source.shape != target.shape:
+                raise ValueError(f"{path}: {_base_name(name)} has shape {list(source.shape)}, the model's "
+                                 f"{list(target.shape)}")
+            target.copy_(source)
+    setattr(model, CARRIES_BASE, True)
+    return model
