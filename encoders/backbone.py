@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import torch
 
 from encoders.meta import building_on_meta
-from encoders.presets import Preset
+from encoders.presets import WEIGHT_SUFFIXES, Preset, looks_like_path
 
 log = logging.getLogger(__name__)
 
-WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")  # what a local weights file ends with
+__all__ = ["WEIGHT_SUFFIXES", "build_clip"]
 
 
 def build_clip(preset: Preset, pretrained: str | None, embed_dim: int | None, seed: int) -> torch.nn.Module:
@@ -22,12 +21,14 @@ def build_clip(preset: Preset, pretrained: str | None, embed_dim: int | None, se
     `pretrained` is an open_clip tag for the preset's architecture or a local weights file; `None` gives
     a random init seeded with `seed` (so the same config always yields the same backbone). `embed_dim`
     overrides the joint embedding width when the language tower is not the preset's own (the vision
-    projection is then freshly initialised, the rest of the tower keeps its weights).
+    projection is then freshly initialised, the rest of the tower keeps its weights). The activation
+    (GELU or QuickGELU) is the one the weights were trained with (`Preset.quick_gelu`).
     """
     import open_clip
     from open_clip.model import CLIP
 
-    config = dict(preset.clip_config)
+    quick_gelu = preset.quick_gelu(pretrained)
+    config = {**preset.clip_config, "quick_gelu": quick_gelu}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if pretrained is None:
@@ -35,7 +36,7 @@ def build_clip(preset: Preset, pretrained: str | None, embed_dim: int | None, se
                 log.info("preset %s: no pretrained weights given, towers are randomly initialised (seed %d)",
                          preset.name, seed)
             model = CLIP(**config)
-        elif _looks_like_path(pretrained):
+        elif looks_like_path(pretrained):
             path = Path(pretrained).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"pretrained weights file not found: {path}")
@@ -49,15 +50,13 @@ def build_clip(preset: Preset, pretrained: str | None, embed_dim: int | None, se
                     f"unknown pretrained {pretrained!r} for preset {preset.name!r}: give a local weights file "
                     f"or one of the open_clip tags {tags}"
                 )
-            model = open_clip.create_model(preset.open_clip_name, pretrained=pretrained)
-            log.info("preset %s: loaded open_clip pretrained tag %s", preset.name, pretrained)
+            # open_clip builds its config's activation whatever the tag: force QuickGELU where the tag needs it
+            model = open_clip.create_model(preset.open_clip_name, pretrained=pretrained, force_quick_gelu=quick_gelu)
+            log.info("preset %s: loaded open_clip pretrained tag %s (%s)", preset.name, pretrained,
+                     "QuickGELU" if quick_gelu else "GELU")
         if embed_dim is not None and embed_dim != model.visual.output_dim:
             _reset_vision_projection(model.visual, embed_dim)
     return model
-
-
-def _looks_like_path(value: str) -> bool:
-    return os.sep in value or value.startswith((".", "~")) or value.endswith(WEIGHT_SUFFIXES)
 
 
 def _reset_vision_projection(visual: torch.nn.Module, embed_dim: int) -> None:

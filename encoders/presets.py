@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,11 +29,33 @@ class Preset:
         """The ViT's patch side in pixels."""
         return int(self.clip_config["vision_cfg"]["patch_size"])
 
+    def quick_gelu(self, pretrained: str | None) -> bool:
+        """Whether the towers use QuickGELU (x * sigmoid(1.702 x)) rather than GELU: the activation the weights
+        were trained with. OpenAI's CLIP weights need QuickGELU and DataComp.XL's (LanguageBind's starting
+        point) or LAION's need GELU; open_clip's `ViT-L-14` config says GELU whatever the tag, so an open_clip
+        tag decides by its pretrained config's `quick_gelu` flag. A local weights file or a random init takes
+        the preset's own (the `-quickgelu` presets: QuickGELU)."""
+        if pretrained is not None and self.open_clip_name and not looks_like_path(pretrained):
+            import open_clip
+
+            tag = open_clip.get_pretrained_cfg(self.open_clip_name, pretrained)
+            if tag:
+                return bool(tag.get("quick_gelu", False))
+        return bool(self.clip_config.get("quick_gelu", False))
+
     def preprocess(self, modality: str) -> PreprocessConfig:
         """Preprocessing defaults of this preset for one modality."""
         base = PreprocessConfig(image_size=self.image_size)
         spectrogram = modality_spec(modality).tower_input == "spectrogram"
         return replace(base, **self.audio_overrides) if spectrogram else base
+
+
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")  # what a local weights file ends with
+
+
+def looks_like_path(value: str) -> bool:
+    """A `pretrained` value that names a local weights file rather than an open_clip tag."""
+    return os.sep in value or value.startswith((".", "~")) or value.endswith(WEIGHT_SUFFIXES)
 
 
 def _open_clip_config(name: str) -> dict[str, Any]:
@@ -68,7 +91,11 @@ def available_presets() -> list[str]:
 
 
 # ViT presets read their architecture from open_clip on first use (open_clip import is not free).
-_LAZY = {"vit-b-32": "ViT-B-32", "vit-b-16": "ViT-B-16", "vit-l-14": "ViT-L-14"}
+# `vit-h-14` is LanguageBind's Huge towers (tag laion2b_s32b_b79k); the `-quickgelu` ones are the same
+# architectures with OpenAI's activation, for OpenAI-trained weights given as a local file.
+_LAZY = {"vit-b-32": "ViT-B-32", "vit-b-16": "ViT-B-16", "vit-l-14": "ViT-L-14", "vit-h-14": "ViT-H-14",
+         "vit-b-32-quickgelu": "ViT-B-32-quickgelu", "vit-b-16-quickgelu": "ViT-B-16-quickgelu",
+         "vit-l-14-quickgelu": "ViT-L-14-quickgelu"}
 
 
 def get_preset(name: str) -> Preset:

@@ -216,3 +216,39 @@ def test_checkpoint_from_before_the_temporal_norm_loads_with_ln1_copied(tmp_path
     for block in loaded.tower("video").backbone.blocks:
         assert torch.equal(block.temporal_ln.weight, block.ln_1.weight)
         assert block.temporal_ln.weight.data_ptr() != block.ln_1.weight.data_ptr()
+
+
+def test_activation_follows_the_weights_openai_quickgelu_datacomp_and_laion_gelu():
+    # open_clip's pretrained metadata only: nothing is downloaded
+    assert get_preset("vit-l-14").quick_gelu("openai") is True
+    assert get_preset("vit-l-14").quick_gelu("datacomp_xl_s13b_b90k") is False
+    assert get_preset("vit-h-14").quick_gelu("laion2b_s32b_b79k") is False
+    assert get_preset("vit-b-32").quick_gelu("openai") is True
+    assert get_preset("vit-l-14").quick_gelu(None) is False                  # random init: the config's GELU
+    assert get_preset("vit-l-14").quick_gelu("/weights/openai.pt") is False  # a file: the preset says
+    assert get_preset("vit-l-14-quickgelu").quick_gelu("/weights/openai.pt") is True
+    assert get_preset("vit-h-14").clip_config["vision_cfg"]["width"] == 1280
+
+
+def test_build_clip_asks_open_clip_for_the_tags_activation(monkeypatch):
+    import open_clip
+    from open_clip.model import CLIP
+    from open_clip.transformer import QuickGELU
+
+    from encoders.backbone import build_clip
+
+    calls = []
+
+    def fake_create_model(name, pretrained=None, force_quick_gelu=False, **_):
+        calls.append((name, pretrained, force_quick_gelu))   # stands in for the download
+        return CLIP(**{**get_preset("tiny").clip_config, "quick_gelu": force_quick_gelu})
+
+    monkeypatch.setattr(open_clip, "create_model", fake_create_model)
+    build_clip(get_preset("vit-l-14"), "openai", None, seed=0)
+    build_clip(get_preset("vit-l-14"), "datacomp_xl_s13b_b90k", None, seed=0)
+    assert calls == [("ViT-L-14", "openai", True), ("ViT-L-14", "datacomp_xl_s13b_b90k", False)]
+    # without a tag the preset's config decides, down to the towers' MLPs
+    plain = BindModel(ModelConfig(preset="tiny", towers=(TowerConfig(modality="depth"),)))
+    assert isinstance(plain.tower("depth").backbone.blocks[0].mlp.gelu, torch.nn.GELU)
+    quick = build_clip(get_preset("vit-b-32-quickgelu"), None, None, seed=0)
+    assert isinstance(quick.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)
