@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from encoders.checkpoint import CARRIES_BASE
-from encoders.config import LoraSettings, ModelConfig, PreprocessConfig, TextConfig, TowerConfig
+from encoders.config import LoraSettings, ModelConfig, TextConfig, TowerConfig
 from encoders.languagebind import keys as K
 from encoders.languagebind.folder import MODEL_TYPE_OF, LanguageBindError, LanguageBindFolder, read_folder, write_folder
 from encoders.model import BindModel
@@ -313,8 +313,3 @@ def export_languagebind(model: BindModel, modality: str, output: str | Path, kee
                           languagebind_state(model, modality, keep_lora))
     write_clip_tokenizer(folder, context_length=model.config.text.context_length)
     return folder
-
-
-def preprocess_of(folder: LanguageBindFolder) -> PreprocessConfig:
-    """The preprocessing a folder's tower expects (its tower config's, for callers that only need this)."""
-    return tower_config(folder, matching_preset(folder)).preprocess

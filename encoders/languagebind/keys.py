@@ -14,7 +14,6 @@ which LanguageBind pins, writes the base weight as `q_proj.weight`; newer peft a
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import torch
 
@@ -122,8 +121,7 @@ def text_names(name: str) -> list[str]:
     raise KeyError(f"RayBind text parameter {name!r} has no LanguageBind counterpart")
 
 
-def to_languagebind(name: str, value: torch.Tensor, languagebind_shape: tuple[int, ...] | None = None
-                    ) -> torch.Tensor:
+def to_languagebind(name: str, value: torch.Tensor) -> torch.Tensor:
     """A RayBind tensor in LanguageBind's layout (projections transposed, temporal embedding [1, T, D])."""
     if name in _TRANSPOSED:
         return value.t()
@@ -139,11 +137,3 @@ def from_languagebind(name: str, value: torch.Tensor) -> torch.Tensor:
     if name.endswith("temporal_embedding") and value.ndim == 3 and value.shape[0] == 1:
         return value[0]
     return value
-
-
-NameMap = Callable[[str], list[str]]
-
-
-def tower_names(name: str) -> list[str]:
-    """`tower_name` as a one-element list (the shape `text_names` has)."""
-    return [tower_name(name)]

@@ -18,6 +18,8 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "embed": "embed",
     "query": "query",
+    "import-languagebind": "import_languagebind",
+    "export-languagebind": "export_languagebind",
     "demo-data": "demo_data",
     "bench": "bench",
 }

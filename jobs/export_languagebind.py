@@ -1,0 +1,7 @@
+"""`raybind export-languagebind` as a script, for `ray job submit --working-dir . -- python jobs/export_languagebind.py ...`
+(the command itself: raybind/commands; `python jobs/export_languagebind.py --help` lists its options)."""
+
+from raybind.cli import job_main
+
+if __name__ == "__main__":
+    job_main("export-languagebind")
