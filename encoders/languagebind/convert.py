@@ -58,11 +58,14 @@ def _preset_architecture(name: str) -> dict[str, int]:
 
 
 def matching_preset(folder: LanguageBindFolder) -> str:
-    """The RayBind preset with this folder's architecture; an error lists the folder's and the presets'."""
+    """The RayBind preset with this folder's architecture and activation (`hidden_act`: GELU for DataComp's
+    and LAION's CLIP, QuickGELU for OpenAI's); an error lists the folder's architecture and the presets."""
     wanted = _architecture(folder)
+    quick = folder.vision.get("hidden_act", "quick_gelu") == "quick_gelu"
+    wanted["quick_gelu"] = quick
     for name in available_presets():
         try:
-            if _preset_architecture(name) == wanted:
+            if {**_preset_architecture(name), "quick_gelu": get_preset(name).quick_gelu(None)} == wanted:
                 return name
         except Exception:   # a preset whose open_clip config is unavailable cannot match
             continue

@@ -285,3 +285,26 @@ def test_reference_is_not_trivially_equal(tmp_path):
     block = model.tower("video").backbone.blocks[0]
     block.temporal_ln = copy.deepcopy(block.ln_1)
     assert (model.tower("video")(x) - reference.embed(x)).abs().max() > 1e-3
+
+
+def test_activation_and_architecture_choose_the_preset(tmp_path):
+    from encoders.languagebind.convert import matching_preset
+    from encoders.languagebind.folder import LanguageBindFolder
+
+    def folder(vision: dict, text: dict, dim: int) -> LanguageBindFolder:
+        return LanguageBindFolder(str(tmp_path), "video", {"projection_dim": dim, "vision_config": vision,
+                                                             "text_config": text}, {})
+
+    large = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096,
+             "patch_size": 14}
+    text = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
+    assert matching_preset(folder({**large, "hidden_act": "gelu"}, text, 768)) == "vit-l-14"
+    assert matching_preset(folder({**large, "hidden_act": "quick_gelu"}, text, 768)) == "vit-l-14-quickgelu"
+    huge = {"hidden_size": 1280, "num_hidden_layers": 32, "num_attention_heads": 16, "intermediate_size": 5120,
+            "patch_size": 14, "hidden_act": "gelu"}
+    big_text = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096}
+    assert matching_preset(folder(huge, big_text, 1024)) == "vit-h-14"
+    quick = Reference("image")
+    quick.vision_cfg["hidden_act"] = "quick_gelu"
+    with pytest.raises(LanguageBindError, match="no RayBind preset.*'quick_gelu': True"):
+        import_languagebind([quick.save(tmp_path / "quick")])
