@@ -197,15 +197,38 @@ class TextConfig:
         check_bounds(self)
 
 
+ANCHORS = ("language", "image")   # what the trained towers bind to (LanguageBind's way, ImageBind's way)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """A whole bind model: one preset backbone, one frozen language tower, one tower per modality."""
+    """A whole bind model: one preset backbone, one frozen anchor, one tower per modality.
+
+    The anchor is what every tower is pulled towards: the frozen language tower (`language`, LanguageBind)
+    or a frozen image tower (`image`, ImageBind) fed one frame per clip; the language tower is kept either
+    way (zero-shot and text retrieval, emergent under the image anchor). The image anchor is the preset's
+    CLIP image tower (its pretrained weights, in the space of its own text tower), or with `anchor_from` the
+    `image` tower and language tower of a RayBind checkpoint (a tiny demo, an in-house image model).
+    """
 
     preset: str = "tiny"
     pretrained: str | None = None  # open_clip pretrained tag or local checkpoint file; None = random init
     init_seed: int = 0             # random init is seeded so a checkpoint reloads onto the same backbone
     text: TextConfig = field(default_factory=TextConfig)
     towers: tuple[TowerConfig, ...] = ()
+    anchor: Literal["language", "image"] = "language"
+    anchor_from: str | None = None   # image anchor: a RayBind checkpoint folder whose image + language towers anchor
+
+    def __post_init__(self) -> None:
+        if self.anchor not in ANCHORS:
+            raise ValueError(f"anchor must be one of {list(ANCHORS)}, got {self.anchor!r}")
+        if self.anchor_from is not None and self.anchor != "image":
+            raise ValueError("anchor_from names the frozen image tower of `anchor: image`; set anchor: image")
+        if self.anchor == "image" and any(t.modality == "image" for t in self.towers):
+            raise ValueError("with anchor: image the image tower is the frozen anchor; it cannot also be trained")
+        if self.anchor == "image" and self.anchor_from is None and self.text.kind != "open_clip":
+            raise ValueError("anchor: image binds to the preset's CLIP image tower, whose space is its own text "
+                             "tower's: use text.kind open_clip (or anchor_from a checkpoint with an image tower)")
 
     def tower(self, modality: str) -> TowerConfig:
         """The config of `modality`'s tower; KeyError naming the towers there are."""
@@ -222,6 +245,8 @@ class ModelConfig:
             "init_seed": self.init_seed,
             "text": dataclasses.asdict(self.text),
             "towers": [t.to_dict() for t in self.towers],
+            # left out at the default so checkpoints from before the image anchor keep their config hash
+            **({"anchor": self.anchor, "anchor_from": self.anchor_from} if self.anchor != "language" else {}),
         }
 
     @classmethod
@@ -233,4 +258,6 @@ class ModelConfig:
             init_seed=int(data.get("init_seed", 0)),
             text=TextConfig(**data.get("text", {})),
             towers=tuple(TowerConfig.from_dict(t) for t in data.get("towers", [])),
+            anchor=data.get("anchor", "language"),
+            anchor_from=data.get("anchor_from"),
         )

@@ -1,4 +1,5 @@
-"""BindModel: one frozen language tower plus one LoRA-adapted tower per modality, in a shared space."""
+"""BindModel: one frozen anchor (a language tower, or an image tower) plus one LoRA-adapted tower per
+modality, in a shared space."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from encoders.backbone import build_clip
-from encoders.config import ModelConfig, TowerConfig
+from encoders.config import ModelConfig, PreprocessConfig, TowerConfig
 from encoders.lora import prepare_tower
 from encoders.modalities import MODALITIES
 from encoders.presets import get_preset
@@ -35,8 +36,15 @@ class BindModel(nn.Module):
         visual = clip.visual
         if own_text:
             self.text = build_text_tower(config.text, clip, seed=config.init_seed)
+        self.anchor_tower: ModalityTower | None = None
+        if config.anchor == "image":
+            self.anchor_tower, text = build_image_anchor(config, visual, preset.image_size)
+            self.text = text or self.text
         self.embed_dim = int(self.text.output_dim)
         self.towers = build_towers(config, visual)
+        if self.anchor_tower is not None and self.anchor_tower.backbone.proj.shape[-1] != self.embed_dim:
+            raise ValueError(f"the anchor image tower embeds into {self.anchor_tower.backbone.proj.shape[-1]} "
+                             f"dimensions, the towers into {self.embed_dim}")
 
     @property
     def modalities(self) -> list[str]:
@@ -57,7 +65,29 @@ class BindModel(nn.Module):
         """`nn.Module.train`, except that the frozen language tower stays in eval mode (no dropout, ever)."""
         super().train(mode)
         self.text.eval()  # frozen: no dropout, ever
+        if self.anchor_tower is not None:
+            self.anchor_tower.eval()   # frozen too: no token masking, no dropout
         return self
+
+    @property
+    def anchor(self) -> str:
+        """What the towers bind to: `language` or `image` (`ModelConfig.anchor`)."""
+        return self.config.anchor
+
+    @property
+    def anchor_preprocess(self) -> PreprocessConfig:
+        """How anchor frames are prepared (the image anchor's resolution and normalisation)."""
+        if self.anchor_tower is None:
+            raise ValueError("this model binds to language; it has no image anchor")
+        return self.anchor_tower.config.preprocess
+
+    def encode_anchor_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Prepared anchor frames [batch, 3, S, S] -> L2-normalised anchor embeddings [batch, D] float32,
+        without gradients (the image anchor is frozen)."""
+        if self.anchor_tower is None:
+            raise ValueError("this model binds to language; it has no image anchor")
+        with torch.no_grad():
+            return F.normalize(self.anchor_tower(images).float(), dim=-1)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token ids [batch, context_length] int -> L2-normalised text embeddings [batch, D] float32, without
@@ -80,6 +110,28 @@ class BindModel(nn.Module):
     def tokenizer(self) -> Tokenizer:
         """A new tokenizer for the language tower (ids [batch, context_length]); build it once and keep it."""
         return Tokenizer(self.config.text)
+
+
+def build_image_anchor(config: ModelConfig, visual: nn.Module, image_size: int) -> tuple[ModalityTower, nn.Module | None]:
+    """The frozen image anchor: the preset's CLIP image tower as its weights came (no LoRA, no masking), or
+    the `image` tower of the checkpoint `anchor_from` with that checkpoint's language tower (returned so
+    that text queries land in the anchor's space; None when the model's own language tower is the CLIP's)."""
+    text = None
+    if config.anchor_from is None:
+        anchor = ModalityTower(TowerConfig("image", lora=None, preprocess=PreprocessConfig(image_size=image_size)),
+                               visual)
+    else:
+        from encoders.checkpoint import load_model   # a checkpoint holds a BindModel: imported on use
+
+        source = load_model(config.anchor_from)
+        if "image" not in source.modalities:
+            raise ValueError(f"anchor_from {config.anchor_from} has no image tower (it has {source.modalities})")
+        if source.config.text != config.text:
+            raise ValueError(f"anchor_from {config.anchor_from} binds to text {source.config.text}; this model's "
+                             f"text must be the same (it is {config.text})")
+        anchor, text = source.tower("image"), source.text
+    anchor.requires_grad_(False)
+    return anchor.eval(), text
 
 
 def build_towers(config: ModelConfig, visual: nn.Module) -> nn.ModuleDict:

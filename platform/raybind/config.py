@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,7 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from encoders import constants as C
 from encoders.config import ModelConfig, TextConfig, TowerConfig
-from encoders.modalities import MODALITIES, REGISTRY
+from encoders.modalities import MODALITIES, REGISTRY, SYNTHESIZABLE
 from encoders.presets import get_preset
 from raybind.errors import InputError
 
@@ -215,6 +216,10 @@ class ModelSettings(_Strict):
     init_seed: int = ModelConfig.init_seed
     text: TextConfig = Field(default_factory=TextConfig)
     towers: dict[str, TowerSettings] = Field(default_factory=dict)
+    # what the towers bind to: the frozen language tower (LanguageBind), or a frozen image tower fed one
+    # frame per clip (ImageBind; manifests need no captions). See encoders.config.ModelConfig.
+    anchor: Literal["language", "image"] = ModelConfig.anchor
+    anchor_from: str | None = ModelConfig.anchor_from   # image anchor: a checkpoint with an image tower
 
     @field_validator("preset")
     @classmethod
@@ -396,6 +401,7 @@ class RayBindConfig(_Strict):
         if self.video_takes_images() and "audio" in self.data.modalities:
             raise ValueError("model.towers.video.images: image rows carry no audio; train the audio tower in a "
                              "run without image rows")
+        self._check_anchor()
         stages = self.train.stages
         if stages is not None:
             if sum(s.steps for s in stages) != self.train.steps:
@@ -414,11 +420,36 @@ class RayBindConfig(_Strict):
         """The video tower also takes image rows as 1-frame clips (`model.towers.video.images`)."""
         return "video" in self.data.modalities and self.tower("video").images
 
+    def _check_anchor(self) -> None:
+        """What the image anchor rules out: captions drive nothing in training, and every synthesized map must
+        come from the anchor's frame."""
+        model = self.model
+        if model.anchor != "image":
+            if model.anchor_from is not None:
+                raise ValueError("model.anchor_from names the frozen image tower of `model.anchor: image`")
+            return
+        if "image" in self.data.modalities:
+            raise ValueError("data.modalities: with model.anchor: image the image tower is the frozen anchor; "
+                             "it cannot also be trained")
+        if model.anchor_from is None and model.text.kind != "open_clip":
+            raise ValueError("model.text.kind: model.anchor: image binds to the preset's CLIP image tower, whose "
+                             "space is its own text tower's: use open_clip, or model.anchor_from a checkpoint")
+        if self.data.caption_views is not None or self.train.stages is not None:
+            raise ValueError("data.caption_views / train.stages: captions and image stages drive language-anchored "
+                             "training; with model.anchor: image leave them unset")
+        for modality in SYNTHESIZABLE:
+            settings = getattr(self.data, modality)
+            if modality in self.data.modalities and settings.source == "synthesize" and (
+                    settings.frames != "one" or settings.seed != self.data.depth.seed):
+                raise ValueError(f"data.{modality}: with model.anchor: image a synthesized map is made from the "
+                                 f"anchor frame: frames one, seed {self.data.depth.seed} (data.depth.seed)")
+
     def encoder_config(self) -> ModelConfig:
         """The `encoders` model this run trains (towers in `data.modalities` order)."""
         return ModelConfig(preset=self.model.preset, pretrained=self.model.pretrained, init_seed=self.model.init_seed,
                            text=self.model.text,
-                           towers=tuple(self.tower(m).tower_config() for m in self.data.modalities))
+                           towers=tuple(self.tower(m).tower_config() for m in self.data.modalities),
+                           anchor=self.model.anchor, anchor_from=_local_folder(self.model.anchor_from))
 
     def tower(self, modality: str) -> TowerSettings:
         """A trained modality's tower settings, defaults filled in."""
@@ -439,6 +470,19 @@ class RayBindConfig(_Strict):
     def hash(self) -> str:
         """A short digest of the whole validated config (reported with the plan and the run summary)."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _local_folder(path: str | None) -> str | None:
+    """A local checkpoint, or a run folder's final checkpoint, as an absolute path (Ray workers may run
+    elsewhere in the tree); anything else as given (loading it names what is wrong)."""
+    if not path or not os.path.isdir(path):
+        return path
+    from raybind.evaluate.embed import CheckpointError, resolve_checkpoint   # imports this module
+
+    try:
+        return os.path.abspath(resolve_checkpoint(path))
+    except CheckpointError:
+        return os.path.abspath(path)
 
 
 class InferenceConfig(_Strict):

@@ -24,6 +24,11 @@ With `data.caption_views` the training split carries every view instead of `toke
     row_key       int64 ()          a stable integer of the id (the worker's draw is keyed by it)
     synth_frame   int64 ()          the frame one-frame depth/thermal synthesis used (frame_choice)
 
+With an image anchor (`model.anchor: image`, ImageBind's recipe) instead of `text` and `tokens`:
+
+    anchor    uint8   (S, S, 3)           the frame the towers bind to: the clip's `frame_choice` frame (the
+                                          one one-frame depth/thermal synthesis uses), or the row's image
+
 With a video tower that takes images (`model.towers.video.images`):
 
     video_frames  int64 ()          N for a clip, 1 for an image (repeated in every frame slot)
@@ -51,12 +56,14 @@ ID, TEXT, TOKENS, LABEL, FOLD, FRAMES = "id", "text", "tokens", "label", "fold",
 VIEW_TOKENS, VIEW_PRESENT, VIEW_FRAMES, ROW_KEY, SYNTH_FRAME = (
     "view_tokens", "view_present", "view_frames", "row_key", "synth_frame")
 VIDEO_FRAMES = "video_frames"
+ANCHOR = "anchor"
 SOURCE_KEY = "source_key"
 SOURCE_PATH = "path"   # the column Ray Data's readers add with `include_paths` (WebDataset samples: `__url__`)
 CAPTION_COLUMNS = (VIEW_TOKENS, VIEW_PRESENT, VIEW_FRAMES, ROW_KEY, SYNTH_FRAME)
 PASSTHROUGH = (LABEL, FOLD)   # manifest columns carried through decoding unchanged, as strings
 EMBEDDING_PREFIX = "emb_"
 TEXT_EMBEDDING = EMBEDDING_PREFIX + "text"
+ANCHOR_EMBEDDING = EMBEDDING_PREFIX + ANCHOR   # the image anchor's embedding of the row's anchor frame
 
 # What each synthesized modality ships through the object store (the registry's dtype).
 SHIPPED_DTYPE = {m: np.dtype(REGISTRY[m].shipped_dtype).type for m in SYNTHESIZABLE}
@@ -90,6 +97,7 @@ class DecodeSpec:
     row_timeout_s: float = 120.0          # a row still decoding after this is quarantined (DecodeSettings)
     read_attempts: int = 4                # tries of a remote read on transient storage errors (DecodeSettings)
     read_backoff_s: float = 0.5           # first wait between them, doubling (DecodeSettings)
+    anchor_image: bool = False            # rows carry their anchor frame (`model.anchor: image`)
 
     @property
     def all_views(self) -> bool:
@@ -99,7 +107,8 @@ class DecodeSpec:
     @property
     def needs_frames(self) -> bool:
         """Frames must be decoded: for the video tower, or as the source of synthesized depth/thermal."""
-        return "video" in self.modalities or bool(self.synthesize)
+        return "video" in self.modalities or bool(self.synthesize) or (
+            self.anchor_image and (not self.media_columns or "video" in self.media_columns))
 
     def audio_column(self) -> str:
         """The manifest column audio is decoded from: `audio`, or `video` (its sound track); auto prefers `audio`."""
@@ -150,6 +159,8 @@ def decoded_template(spec: DecodeSpec, passthrough: tuple[str, ...] = ()) -> Tem
         template["video" if "video" in spec.modalities else FRAMES] = ((n, s, s, 3), np.uint8)
     if spec.video_images:
         template[VIDEO_FRAMES] = ((), np.int64)
+    if spec.anchor_image:
+        template[ANCHOR] = ((s, s, 3), np.uint8)
     if spec.track_sources:
         template[SOURCE_KEY] = ((), np.int64)
     for modality in spec.modalities:
@@ -164,14 +175,16 @@ def decoded_template(spec: DecodeSpec, passthrough: tuple[str, ...] = ()) -> Tem
 
 
 def training_columns(modalities: tuple[str, ...] | list[str], caption_views: bool = False,
-                     video_images: bool = False) -> list[str]:
-    """What a training worker reads: each tower's input and the caption tokens (or every caption view)."""
-    return [*modalities, *(CAPTION_COLUMNS if caption_views else (TOKENS,)), *((VIDEO_FRAMES,) if video_images else ())]
+                     video_images: bool = False, anchor_image: bool = False) -> list[str]:
+    """What a training worker reads: each tower's input and what it binds to: the caption tokens (or every
+    caption view), or the anchor frame."""
+    anchor = (ANCHOR,) if anchor_image else CAPTION_COLUMNS if caption_views else (TOKENS,)
+    return [*modalities, *anchor, *((VIDEO_FRAMES,) if video_images else ())]
 
 
 def rows_in(batch: dict[str, Any]) -> int:
     """Rows in a batch of this format (every batch has ids; training batches may keep only tokens)."""
-    for name in (ID, TOKENS, ROW_KEY):
+    for name in (ID, TOKENS, ROW_KEY, ANCHOR):
         if name in batch:
             return len(batch[name])
     return len(next(iter(batch.values()))) if batch else 0

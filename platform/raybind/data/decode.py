@@ -26,6 +26,7 @@ from encoders.text import Tokenizer
 from raybind import storage
 from raybind.data import captions, media, quarantine, webdataset
 from raybind.data.batch_format import (
+    ANCHOR,
     FRAMES,
     ID,
     PASSTHROUGH,
@@ -254,7 +255,8 @@ def _decode_row(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
 
         out[frames_column], wave = _decode_path(_media(row, "video", spec), frames_and_audio, spec)
         out["audio"] = mel(wave, spec)
-    elif spec.needs_frames and spec.video_images and field_value(row, "video") is None and field_value(row, "image") is not None:
+    elif spec.needs_frames and (spec.video_images or spec.anchor_image) and field_value(row, "video") is None \
+            and field_value(row, "image") is not None:
         image = decode_media("image", _media(row, "image", spec), spec)   # a still: a 1-frame clip
         out[frames_column] = np.repeat(image[None], spec.num_frames, axis=0)
         out[VIDEO_FRAMES] = 1
@@ -262,6 +264,8 @@ def _decode_row(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
         out[frames_column] = decode_media("video", _media(row, "video", spec), spec)
     if spec.video_images:
         out.setdefault(VIDEO_FRAMES, spec.num_frames)
+    if spec.anchor_image:
+        out[ANCHOR] = _anchor_frame(row, out.get(frames_column), spec)
     if audio_column is not None and "audio" not in out:
         out["audio"] = decode_media("audio", _media(row, audio_column, spec), spec)
     for modality in spec.modalities:
@@ -270,6 +274,16 @@ def _decode_row(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
             continue  # decoded above (frames and a track share one fetch), or synthesized from frames later
         out[modality] = decode_media(modality, _media(row, modality, spec), spec)
     return out
+
+
+def _anchor_frame(row: dict[str, Any], frames: np.ndarray | None, spec: DecodeSpec) -> np.ndarray:
+    """The image a row binds to under the image anchor: its clip's `frame_choice` frame (the frame one-frame
+    depth/thermal synthesis uses, so the maps bind to the very frame they were made from), or its image."""
+    if frames is not None:
+        return frames[frame_choice(str(row[ID]), len(frames), spec.synth_seed)]
+    if field_value(row, "image") is None:
+        raise RowFailed("", "no anchor frame: the row has neither a 'video' nor an 'image'")
+    return decode_media("image", _media(row, "image", spec), spec)
 
 
 def _name(source: MediaSource) -> str:

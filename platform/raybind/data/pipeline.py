@@ -25,6 +25,7 @@ from raybind import storage
 from raybind.config import MediaRunConfig, RayBindConfig, SynthesisPoolSettings, SynthesisSettings
 from raybind.data.batch_format import (
     FRAMES,
+    ID,
     SHIPPED_DTYPE,
     SOURCE_KEY,
     DecodeSpec,
@@ -95,7 +96,8 @@ def decode_spec(cfg: MediaRunConfig, manifest_uri: str, quarantine_uri: str, med
         caption_views=tuple(cfg.data.caption_views or ()), video_images=cfg.video_takes_images(),
         synth_seed=cfg.data.depth.seed, max_file_mb=cfg.data.decode.max_file_mb,
         row_timeout_s=cfg.data.decode.row_timeout_s, read_attempts=cfg.data.decode.read_attempts,
-        read_backoff_s=cfg.data.decode.read_backoff_s)
+        read_backoff_s=cfg.data.decode.read_backoff_s,
+        anchor_image=model.anchor == "image", with_text=model.anchor == "language")
 
 
 def decoded_row_bytes(cfg: RayBindConfig, columns: list[str] | None = None) -> int:
@@ -222,8 +224,12 @@ def build_stream(cfg: RayBindConfig, source_uri: str | list[str] | ManifestFiles
         return _built_stream(cfg, source_uri, tuple(columns) if columns is not None else None,
                              cfg.seed if shuffle else None)
     source = source_uri if isinstance(source_uri, ManifestFiles) else manifest_files(source_uri)
-    rows = manifest_rows(cfg, source, _needed_columns(cfg), shuffle)
+    anchor_image = cfg.model.anchor == "image"
+    rows = manifest_rows(cfg, source, _needed_columns(cfg), shuffle, required=(ID,) if anchor_image else REQUIRED_COLUMNS)
     _check_audio_source(cfg, source, rows.media_columns)
+    if anchor_image and not {"video", "image"} & set(rows.media_columns):
+        raise ManifestError(f"manifest {manifest_name(source.entries)} has neither a 'video' nor an 'image' column "
+                            "to take the anchor frame from (model.anchor: image)")
     check_synthesizer_paths(cfg)
     spec = decode_spec(cfg, source.files[0], quarantine_uri, rows.media_columns, manifest_dir=source.base_dir)
     tracked = track_sources and rows.file_rows is not None

@@ -3,7 +3,8 @@ optimizer, the training step, checkpoints) and beside this file (schedule, batch
 names); this file is the loop.
 
 Per step: pick the tower for this step (same on every rank), turn the batch's column into tower input
-on the device, encode text with the frozen language tower (no grad), then `encoders.step`: features
+on the device, encode what the rows bind to with the frozen anchor (captions through the language tower,
+or anchor frames through the image tower; no grad), then `encoders.step`: features
 all-gathered across ranks, symmetric InfoNCE over the (accumulated) global batch, AdamW + cosine
 schedule, logit-scale clamp. Each data batch serves every tower once before the next batch is pulled,
 so decoded media is not wasted.
@@ -30,8 +31,9 @@ from encoders.optim import cosine_with_warmup
 from encoders.step import accumulate_gradients, apply_update
 from raybind import metrics as M
 from raybind.config import RayBindConfig
-from raybind.data.batch_format import SOURCE_KEY, TOKENS, VIDEO_FRAMES, rows_in
+from raybind.data.batch_format import SOURCE_KEY, VIDEO_FRAMES, rows_in
 from raybind.data.tower_input import tower_input
+from raybind.train.anchor import anchor_features, anchor_rows
 from raybind.train.schedule import modality_sequence
 from raybind.train.stages import FRAME_PICK, CaptionViews, StageComposer, stage_at, video_shares
 from raybind.train.state import load_training_checkpoint, save_training_checkpoint
@@ -158,7 +160,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if rank == 0 and progress.get("caption_views"):  # totals over all ranks, restored once
         views.counts += [progress["caption_views"].get(name, 0) for name in views.names]
     val_batches = [views.validation(b) for b in _load_val(cfg, device)] if rank == 0 else []
-    progress["val_rows"] = sum(len(b[TOKENS]) for b in val_batches)
+    progress["val_rows"] = sum(anchor_rows(b) for b in val_batches)
 
     def validate() -> dict[str, Any]:
         return _validate(model, val_batches, device, autocast)
@@ -200,8 +202,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 if batch is None:
                     break
                 batch = views.apply(batch, progress["epoch"])
-                with autocast():  # the frozen language tower: once per batch, shared by every tower
-                    text = model.encode_text(batch[TOKENS].long())
+                with autocast():  # the frozen anchor (language or image): once per batch, shared by every tower
+                    text = anchor_features(model, batch)
             used.add(modality)
             loss = train_step(model, wrapped[modality], modality, batch, text, micro, cfg.train.accumulation, autocast)
             apply_update(model.tower(modality), optimizer, scheduler)

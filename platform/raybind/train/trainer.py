@@ -154,7 +154,8 @@ def check_cluster(cfg: RayBindConfig) -> None:
 
 def worker_columns(cfg: RayBindConfig) -> list[str]:
     """The columns a training worker reads in this run (and the decode cache holds)."""
-    return training_columns(cfg.data.modalities, cfg.data.caption_views is not None, cfg.video_takes_images())
+    return training_columns(cfg.data.modalities, cfg.data.caption_views is not None, cfg.video_takes_images(),
+                            anchor_image=cfg.model.anchor == "image")
 
 
 def prepare(cfg: RayBindConfig, run_uri: str | None = None) -> Prepared:

@@ -1,4 +1,5 @@
-"""Validation: contrastive loss and text-to-X retrieval over a whole (small) validation set."""
+"""Validation: contrastive loss and anchor-to-X retrieval over a whole (small) validation set: text-to-X
+with the language anchor, image-to-X with the image anchor."""
 
 from __future__ import annotations
 
@@ -7,15 +8,16 @@ from collections.abc import Iterable
 import torch
 
 from encoders import BindModel, contrastive_loss
-from raybind.data.batch_format import TOKENS, VIDEO_FRAMES
+from raybind.data.batch_format import VIDEO_FRAMES
 from raybind.data.tower_input import tower_input
 from raybind.ranking import recall_at
+from raybind.train.anchor import anchor_features
 
 
 @torch.no_grad()
 def embed_split(model: BindModel, modality: str, batches: Iterable[dict[str, torch.Tensor]],
                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(modality embeddings, text embeddings) of every validation row, in order."""
+    """(modality embeddings, anchor embeddings: text or image) of every validation row, in order."""
     was_training = model.training
     model.eval()
     pre = model.tower_config(modality).preprocess
@@ -24,7 +26,7 @@ def embed_split(model: BindModel, modality: str, batches: Iterable[dict[str, tor
         frames = batch[VIDEO_FRAMES].to(device) if modality == "video" and VIDEO_FRAMES in batch else None
         xs.append(model.encode(modality, tower_input(modality, batch[modality].to(device), pre, train=False),
                                frames=frames))
-        ts.append(model.encode_text(batch[TOKENS].to(device).long()))
+        ts.append(anchor_features(model, batch, device))
     model.train(was_training)
     return torch.cat(xs), torch.cat(ts)
 
