@@ -308,3 +308,28 @@ def test_activation_and_architecture_choose_the_preset(tmp_path):
     quick.vision_cfg["hidden_act"] = "quick_gelu"
     with pytest.raises(LanguageBindError, match="no RayBind preset.*'quick_gelu': True"):
         import_languagebind([quick.save(tmp_path / "quick")])
+
+
+def test_fine_tuning_from_an_imported_checkpoint_keeps_its_weights(tmp_path):
+    """Load the imported checkpoint, train one step, save, reload: trained tensors moved and reload exactly,
+    frozen ones are still LanguageBind's (the fine-tuned checkpoint carries them in base.safetensors)."""
+    from encoders.loss import contrastive_loss
+
+    reference = Reference("video", lora_r=8)
+    save_model(import_languagebind([reference.save(tmp_path / "lb")]), tmp_path / "imported")
+    model = load_model(tmp_path / "imported").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trained, lr=0.1)
+    texts = model.encode_text(model.tokenizer()(["a dog", "a cat"]))
+    video = model.encode("video", _input("video"))
+    contrastive_loss(video, texts, model.logit_scale("video")).backward()
+    optimizer.step()
+    save_model(model, tmp_path / "tuned")
+    tuned = load_model(tmp_path / "tuned")
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    for name, value in tuned.state_dict().items():
+        assert torch.equal(value, model.state_dict()[name]), name
+        if name not in names:
+            assert torch.equal(value, before[name]), name   # frozen: the imported weights
+    assert any(not torch.equal(model.state_dict()[n], before[n]) for n in names if "lora_B" in n)
