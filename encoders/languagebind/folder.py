@@ -114,4 +114,8 @@ def resolve_source(source: str) -> str:
         raise LanguageBindError(f"not a folder nor a hub id (org/name): {source}")
     from huggingface_hub import snapshot_download
 
-    return snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt"])
+    try:
+        return snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt"])
+    except Exception as error:   # offline, unknown repo, no access: one line naming both readings of it
+        raise LanguageBindError(f"{source}: no such local folder, and the Hugging Face hub could not provide it "
+                                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None

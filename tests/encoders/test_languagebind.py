@@ -336,3 +336,12 @@ def test_fine_tuning_from_an_imported_checkpoint_keeps_its_weights(tmp_path):
         if name not in names:
             assert torch.equal(value, before[name]), name   # frozen: the imported weights
     assert any(not torch.equal(model.state_dict()[n], before[n]) for n in names if "lora_B" in n)
+
+
+def test_a_missing_folder_names_both_readings(tmp_path, monkeypatch):
+    from encoders.languagebind import resolve_source
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(LanguageBindError, match="no such local folder, and the Hugging Face hub"):
+        resolve_source("nowhere/LanguageBind_Nothing")
+    assert resolve_source(str(tmp_path)) == str(tmp_path)
