@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 METADATA_FILE = "raybind.json"   # the checkpoint's metadata (model config, hash, the run's extras)
 TRAINED_TENSORS = "trained.safetensors"
+CLASS_EMBEDDING = "backbone.class_embedding"   # trained since towers became LanguageBind's; older checkpoints lack it
 BASE_TENSORS = "base.safetensors"
 CARRIES_BASE = "carries_base"   # attribute set on a BindModel whose frozen weights come from base.safetensors
 FORMAT_VERSION = 1
@@ -59,18 +60,20 @@ def upgrade_trained_tensors(tower: ModalityTower, tensors: dict[str, torch.Tenso
     Video checkpoints written before the temporal step had its own LayerNorm (`temporal_ln`, LanguageBind's
     `temporal_layer_norm1`) normalised the temporal attention's input with the block's `ln_1`: each missing
     `temporal_ln` tensor becomes that block's `ln_1` - the checkpoint's own when it holds it (full
-    fine-tuning), else the tower's (LoRA mode, where `ln_1` is frozen and rebuilt as it was).
+    fine-tuning), else the tower's (LoRA mode, where `ln_1` is frozen and rebuilt as it was). Checkpoints
+    from before the class embedding trained lack it: it was frozen, so the rebuilt tower's is the one they used.
     """
     own = tower.state_dict()
     wanted = [n for n in own if ".temporal_ln." in n and n not in tensors]
-    if not wanted:
-        return tensors
-    log.info("%s: checkpoint predates the temporal LayerNorm; %d tensors copied from each block's ln_1",
-             tower.modality, len(wanted))
     upgraded = dict(tensors)
+    if wanted:
+        log.info("%s: checkpoint predates the temporal LayerNorm; %d tensors copied from each block's ln_1",
+                 tower.modality, len(wanted))
     for name in wanted:
         source = name.replace(".temporal_ln.", ".ln_1.")
         upgraded[name] = tensors[source] if source in tensors else own[source].detach().clone()
+    if CLASS_EMBEDDING in own and CLASS_EMBEDDING not in tensors:
+        upgraded[CLASS_EMBEDDING] = own[CLASS_EMBEDDING].detach().clone()
     return upgraded
 
 

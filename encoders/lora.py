@@ -24,16 +24,18 @@ _PROJECTIONS = "(q_proj|k_proj|v_proj|out_proj)"
 SPATIAL_TARGETS = rf"blocks\.\d+\.attn\.{_PROJECTIONS}"
 TEMPORAL_TARGETS = rf"blocks\.\d+\.temporal_attn\.{_PROJECTIONS}"
 
-# Frozen in every mode: the input embedding (patches, class token, positions) and the pre-norm.
-_ALWAYS_FROZEN = ("conv1.", "class_embedding", "positional_embedding", "ln_pre.")
+# Frozen in every mode: the patch and position embeddings and the pre-norm. The class embedding trains, as in
+# LanguageBind: its `main.py` locks the image embeddings (`--lock-image`) and then sets `requires_grad` on
+# `class_embedding` again, in LoRA and full fine-tuning alike (V1.5's per-frame rows can only differ so).
+_ALWAYS_FROZEN = ("conv1.", "positional_embedding", "ln_pre.")
 def _trained_with_lora(name: str) -> bool:
-    """Trained next to the adapters in LoRA mode: post-norm, projection, and video's temporal embeddings and
-    temporal LayerNorms. LanguageBind's video script (`--convert_to_lora`) wraps the encoder in peft, which
-    freezes everything but the adapters, then its `main.py` sets `requires_grad` again on every parameter
-    named `temporal_layer_norm*` or `temporal_embedding`; post-norm and projection sit outside the encoder
-    and stay trainable."""
-    return (name.startswith("ln_post.") or name == "proj" or name.endswith(".temporal_embedding")
-            or ".temporal_ln." in name)
+    """Trained next to the adapters in LoRA mode: class embedding, post-norm, projection, and video's
+    temporal embeddings and temporal LayerNorms. LanguageBind's video script (`--convert_to_lora`) wraps the
+    encoder in peft, which freezes everything but the adapters, then its `main.py` sets `requires_grad`
+    again on every parameter named `temporal_layer_norm*` or `temporal_embedding`; class embedding,
+    post-norm and projection sit outside the encoder and stay trainable."""
+    return (name.startswith("ln_post.") or name in ("proj", "class_embedding")
+            or name.endswith(".temporal_embedding") or ".temporal_ln." in name)
 
 
 def lora_config(tower: TowerConfig) -> LoraConfig:

@@ -194,19 +194,20 @@ def test_checkpoint_from_before_the_temporal_norm_loads_with_ln1_copied(tmp_path
 
     model = _video_model(lora=lora).train()
     clips = torch.randn(2, FRAMES, 3, 64, 64)
-    params = [p for p in model.parameters() if p.requires_grad]
+    # an old tower: its class embedding was frozen, and ln_1 normalised the temporal input
+    params = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith("class_embedding")]
     grads = torch.autograd.grad(model.encode("video", clips).square().sum() + model.logit_scale("video"), params)
     with torch.no_grad():
         for p, g in zip(params, grads):
             p.sub_(0.05 * g.sign())
-        for block in model.tower("video").backbone.blocks:   # an old tower: ln_1 normalised the temporal input
+        for block in model.tower("video").backbone.blocks:
             block.temporal_ln.load_state_dict(block.ln_1.state_dict())
     model.eval()
     save_model(model, tmp_path / "old")
     path = tmp_path / "old" / "video" / "trained.safetensors"
     tensors = load_file(str(path))
-    dropped = [k for k in tensors if ".temporal_ln." in k]
-    assert dropped                                           # trained in both modes, so it was saved
+    dropped = [k for k in tensors if ".temporal_ln." in k or k == "backbone.class_embedding"]
+    assert len(dropped) > 1                                  # trained in both modes, so they were saved
     save_file({k: v for k, v in tensors.items() if k not in dropped}, str(path))
     if not lora:
         assert "backbone.blocks.0.ln_1.weight" in tensors     # full FT: the checkpoint's own ln_1 is copied
@@ -252,3 +253,13 @@ def test_build_clip_asks_open_clip_for_the_tags_activation(monkeypatch):
     assert isinstance(plain.tower("depth").backbone.blocks[0].mlp.gelu, torch.nn.GELU)
     quick = build_clip(get_preset("vit-b-32-quickgelu"), None, None, seed=0)
     assert isinstance(quick.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)
+
+
+def test_class_embedding_trains_as_in_languagebind_and_v15_rows_come_apart():
+    for lora in (False, True):
+        tower = _video_model(lora=lora, variant="v1.5").train().tower("video")
+        assert tower.backbone.class_embedding.requires_grad
+        assert not tower.backbone.conv1.weight.requires_grad and not tower.backbone.positional_embedding.requires_grad
+        loss = tower(torch.randn(2, FRAMES, 3, 64, 64)).square().sum()
+        (grad,) = torch.autograd.grad(loss, [tower.backbone.class_embedding])
+        assert not torch.allclose(grad[0], grad[1])           # each frame's row learns its own
