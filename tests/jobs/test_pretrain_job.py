@@ -50,12 +50,12 @@ def test_dry_run_prints_the_plan_of_an_l14_recipe_without_starting_anything():
                              "--dry-run"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     plan = json.loads(result.stdout.strip().splitlines()[-1])
-    assert plan["towers"]["video"]["trainable_params"] == plan["trainable_params"] == 4_130_817
+    assert plan["towers"]["video"]["trainable_params"] == plan["trainable_params"] == 4_180_993
     assert (plan["global_batch"], plan["negatives_per_step"]) == (640, 639)  # 10 x accum 4 x 16 GPUs, cached
     assert plan["resources"]["train"] == {"workers": 16, "CPU": 8.0, "GPU": 1.0, "train": 0.01}  # on train nodes
     assert plan["resources"]["total"]["GPU"] == 16.0
     assert "global batch 640" in result.stderr and "Started a local Ray" not in result.stderr
-    assert "no pretrained weights given" not in result.stderr   # the recipe loads openai's; the plan counts shapes
+    assert "no pretrained weights given" not in result.stderr   # the recipe loads DataComp.XL CLIP; the plan counts shapes
     memory = plan["memory"]   # one worker's GPU layout, estimated on this CPU (tests/raybind/test_memory_estimate.py)
     assert memory["layout"] == "gpu bf16" and 1 < memory["peak_gib"] < memory["with_margin_gib"] < 80
     assert f"~{memory['peak_gib']:g} GiB estimated peak" in result.stderr
