@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup quickstart test test-fast lint demo cluster-package device-check
+.PHONY: setup quickstart test test-fast lint demo imagebind-demo cluster-package device-check
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ quickstart: setup
 
 demo: setup
 	$(VENV)/bin/python -m encoders.demo
+
+# ImageBind's recipe on the demo: fit the tiny image tower to the captions (the anchor), then bind audio,
+# depth and thermal to it from uncaptioned clips, then evaluate (text retrieval is emergent).
+imagebind-demo: setup
+	$(VENV)/bin/python -m raybind pretrain --config configs/imagebind_anchor_demo.yaml
+	$(VENV)/bin/python -m raybind pretrain --config configs/imagebind_demo.yaml
+	$(VENV)/bin/python -m raybind evaluate --checkpoint runs/imagebind-demo --data data/demo/val.jsonl \
+		--output runs/imagebind-demo/eval
 
 test: setup
 	$(VENV)/bin/python -m pytest -q

@@ -121,7 +121,7 @@ def build_image_anchor(config: ModelConfig, visual: nn.Module, image_size: int) 
         anchor = ModalityTower(TowerConfig("image", lora=None, preprocess=PreprocessConfig(image_size=image_size)),
                                visual)
     else:
-        from encoders.checkpoint import load_model   # a checkpoint holds a BindModel: imported on use
+        from encoders.checkpoint import load_model  # a checkpoint holds a BindModel: imported on use
 
         source = load_model(config.anchor_from)
         if "image" not in source.modalities:

@@ -477,7 +477,7 @@ def _local_folder(path: str | None) -> str | None:
     elsewhere in the tree); anything else as given (loading it names what is wrong)."""
     if not path or not os.path.isdir(path):
         return path
-    from raybind.evaluate.embed import CheckpointError, resolve_checkpoint   # imports this module
+    from raybind.evaluate.embed import CheckpointError, resolve_checkpoint  # imports this module
 
     try:
         return os.path.abspath(resolve_checkpoint(path))

@@ -52,6 +52,7 @@ from raybind.data.webdataset import Member, SampleError
 T = TypeVar("T")
 
 VIEW_TEXTS = "_view_texts"  # per-row only, between decoding and tokenizing
+NO_ANCHOR = "no anchor frame: the row has neither a 'video' nor an 'image'"
 
 
 @lru_cache(maxsize=4)
@@ -246,6 +247,8 @@ def _decode_row(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
     for name in PASSTHROUGH:
         if name in row:
             out[name] = "" if field_value(row, name) is None else str(row[name])
+    if spec.anchor_image and field_value(row, "video") is None and field_value(row, "image") is None:
+        raise RowFailed("", NO_ANCHOR)
     audio_column = spec.audio_column() if "audio" in spec.modalities else None
     frames_column = "video" if "video" in spec.modalities else FRAMES
     if spec.needs_frames and audio_column == "video":
@@ -281,8 +284,6 @@ def _anchor_frame(row: dict[str, Any], frames: np.ndarray | None, spec: DecodeSp
     depth/thermal synthesis uses, so the maps bind to the very frame they were made from), or its image."""
     if frames is not None:
         return frames[frame_choice(str(row[ID]), len(frames), spec.synth_seed)]
-    if field_value(row, "image") is None:
-        raise RowFailed("", "no anchor frame: the row has neither a 'video' nor an 'image'")
     return decode_media("image", _media(row, "image", spec), spec)
 
 

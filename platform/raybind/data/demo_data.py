@@ -23,6 +23,9 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), 
 SHAPES = ("circle", "square", "triangle", "cross")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 PITCHES = {"deep": 150.0, "low": 300.0, "high": 800.0, "shrill": 2000.0}
+# Each shape sounds at its own pitch, so sight and sound share meaning without words: what a tower bound to
+# an image anchor (ImageBind's recipe) can learn from uncaptioned clips. Rhythm stays random.
+SHAPE_PITCH = dict(zip(SHAPES, PITCHES))
 RHYTHMS = {"steady": 0.0, "pulsing": 2.0, "beeping": 8.0}  # on/off rate in Hz
 
 
@@ -108,14 +111,14 @@ def render_tone(spec: ClipSpec, seconds: float, rate: int) -> np.ndarray:
 
 
 def random_specs(count: int, rng: np.random.Generator, cover_all_visuals: bool = False) -> list[ClipSpec]:
-    """`count` clip specs with random pitch and rhythm. Visuals are random, or with `cover_all_visuals` every
-    colour x shape x direction in turn (64 clips cover each once: the validation split)."""
+    """`count` clip specs: the pitch of their shape and a random rhythm. Visuals are random, or with
+    `cover_all_visuals` every colour x shape x direction in turn (64 clips cover each once: the validation split)."""
     visuals = list(itertools.product(COLOURS, SHAPES, DIRECTIONS))
     if cover_all_visuals:
         order = [visuals[i % len(visuals)] for i in range(count)]
     else:
         order = [visuals[int(i)] for i in rng.integers(0, len(visuals), count)]
-    return [ClipSpec(c, s, d, str(rng.choice(list(PITCHES))), str(rng.choice(list(RHYTHMS)))) for c, s, d in order]
+    return [ClipSpec(c, s, d, SHAPE_PITCH[s], str(rng.choice(list(RHYTHMS)))) for c, s, d in order]
 
 
 # Where the object is in a frame, by how far along its path it is (it starts on the side it moves away from).
@@ -137,9 +140,11 @@ def caption_views(spec: ClipSpec) -> dict[str, object]:
 
 def generate(output_dir: str | Path, train_clips: int = 256, val_clips: int = 64, seed: int = 0, size: int = 96,
              fps: int = 10, seconds: float = 2.0, sample_rate: int = 16_000) -> dict[str, str]:
-    """Write `clips/*.mp4` plus `train.jsonl` and `val.jsonl` manifests (one caption per clip), and the
+    """Write `clips/*.mp4` plus `train.jsonl` and `val.jsonl` manifests (one caption per clip), the
     recipes' `train_recipes.jsonl` / `val_recipes.jsonl` (caption views per clip; the training one adds
-    still frames from `stills/*.png` as image rows). Deterministic for a seed."""
+    still frames from `stills/*.png` as image rows), and for ImageBind's recipe `<split>_stills.jsonl` (every
+    clip's middle frame with its caption: fits the demo's image anchor) and `<split>_uncaptioned.jsonl` (the
+    clips without captions). Deterministic for a seed."""
     import cv2
 
     output_dir = Path(output_dir)
@@ -148,7 +153,7 @@ def generate(output_dir: str | Path, train_clips: int = 256, val_clips: int = 64
     rng = np.random.default_rng(seed)
     manifests = {}
     for split, count, cover in (("train", train_clips, False), ("val", val_clips, True)):
-        rows, recipe_rows = [], []
+        rows, recipe_rows, still_rows, uncaptioned = [], [], [], []
         for index, spec in enumerate(random_specs(count, rng, cover)):
             clip_id = f"{split}-{index:05d}"
             relative = f"clips/{clip_id}.mp4"
@@ -157,12 +162,15 @@ def generate(output_dir: str | Path, train_clips: int = 256, val_clips: int = 64
             rows.append({"id": clip_id, "text": spec.caption, "label": spec.label, "video": relative})
             views = caption_views(spec)
             recipe_rows.append({"id": clip_id, "text": views, "label": spec.label, "video": relative})
+            still = f"stills/{clip_id}.png"
+            cv2.imwrite(str(output_dir / still), cv2.cvtColor(frames[len(frames) // 2], cv2.COLOR_RGB2BGR))
+            still_rows.append({"id": f"{clip_id}-still", "text": spec.caption, "label": spec.label, "image": still})
+            uncaptioned.append({"id": clip_id, "label": spec.label, "video": relative})
             if split == "train" and index % STILL_EVERY == 0:  # a still: no per-frame captions, no video
-                still = f"stills/{clip_id}.png"
-                cv2.imwrite(str(output_dir / still), cv2.cvtColor(frames[len(frames) // 2], cv2.COLOR_RGB2BGR))
                 recipe_rows.append({"id": f"{clip_id}-still", "label": spec.label, "image": still,
                                     "text": {"title": views["title"], "sentence": f"a {spec.colour} {spec.shape}"}})
-        for name, content in ((split, rows), (f"{split}_recipes", recipe_rows)):
+        for name, content in ((split, rows), (f"{split}_recipes", recipe_rows), (f"{split}_stills", still_rows),
+                              (f"{split}_uncaptioned", uncaptioned)):
             path = output_dir / f"{name}.jsonl"
             path.write_text("".join(json.dumps(r) + "\n" for r in content))
             manifests[name] = str(path)

@@ -7,4 +7,4 @@ checkpoint's training did; `prompts` and `report` format classes and results.
 """
 
 # The evaluation tasks `raybind evaluate --task` chooses from (here, so the command's help needs no Ray import).
-TASKS = ("retrieval", "classification", "emergent", "arithmetic")
+TASKS = ("retrieval", "classification", "emergent", "arithmetic", "anchor")

@@ -112,6 +112,13 @@ class Embedder:
         return self.embed_tokens(self.tokenizer(list(texts)))
 
     @torch.no_grad()
+    def embed_anchor(self, column: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Anchor frames (the batch format's `anchor` column) -> [rows, D] through the frozen image anchor."""
+        x = tower_input("image", torch.as_tensor(column).to(self.device), self.model.anchor_preprocess, train=False)
+        with _autocast(self.device):
+            return self.model.encode_anchor_images(x).float().cpu()
+
+    @torch.no_grad()
     def embed_column(self, modality: str, column: np.ndarray | torch.Tensor) -> torch.Tensor:
         """A batch-format column (see `raybind.data.batch_format`) -> [rows, D]; what the inference actors run."""
         tower = self.model.tower_config(modality)

@@ -34,14 +34,22 @@ def markdown(summary: dict[str, Any], images: list[str]) -> str:
              f"Data: {summary['benchmark'] or summary['data']}; rows in / evaluated / quarantined: "
              f"{summary['rows_in']} / {summary['rows_out']} / {summary['rows_quarantined']}. "
              f"Recall values in percent.", ""]
+    emergent = summary.get("anchor") == "image"
+    if emergent:
+        lines += ["Trained with the **image anchor** (ImageBind's recipe): every tower was bound to a frozen image "
+                  "tower, never to text, so text retrieval and zero-shot classification below are *emergent*.", ""]
+    if "anchor" in metrics:
+        lines += ["## Image-anchor retrieval (the pairs it trained on)", "", "Anchor frame to X:", ""]
+        lines += _retrieval_rows(metrics["anchor"], "image ->") + [""]
     if "retrieval" in metrics:
-        lines += ["## Zero-shot retrieval", "", "Text to X:", ""]
+        lines += [f"## Zero-shot retrieval{' (emergent)' if emergent else ''}", "", "Text to X:", ""]
         lines += _retrieval_rows({m: v for m, v in metrics["retrieval"].items()}, "text ->")
         lines += ["", "X to text:", ""]
         lines += _retrieval_rows({m: v["x2t"] for m, v in metrics["retrieval"].items()}, "-> text")
         lines.append("")
     if "classification" in metrics:
-        lines += ["## Zero-shot classification", "", "| modality | top-1 | top-5 | classes | samples | folds |",
+        lines += [f"## Zero-shot classification{' (emergent)' if emergent else ''}", "",
+                  "| modality | top-1 | top-5 | classes | samples | folds |",
                   "|---|---:|---:|---:|---:|---|"]
         for modality, m in metrics["classification"].items():
             folds = ", ".join(f"{k}: {_pct(v['top1'])}" for k, v in m.get("folds", {}).items()) or "-"

@@ -8,7 +8,10 @@ holds only ids, labels and embeddings, and scores the tasks (each per modality p
   per fold when the manifest has folds;
 - emergent: retrieval between two non-language modalities that never trained together (X -> Y);
 - arithmetic: two modalities' embeddings summed and renormalised retrieve the row's third (ImageBind's
-  composition), beside the better single modality as its baseline.
+  composition), beside the better single modality as its baseline;
+- anchor (image-anchored checkpoints): image-to-X retrieval, each row's anchor frame through the frozen
+  image anchor querying the modality it was trained to meet. Retrieval and classification then go through
+  the language tower no tower trained against: they are emergent, and the report says so.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from encoders.modalities import MODALITIES
 from raybind import storage
 from raybind.config import saved_media_settings
 from raybind.data import quarantine
-from raybind.data.batch_format import FOLD, ID, LABEL, TEXT, TEXT_EMBEDDING, embedding_column
+from raybind.data.batch_format import ANCHOR, ANCHOR_EMBEDDING, FOLD, ID, LABEL, TEXT, TEXT_EMBEDDING, embedding_column
 from raybind.data.pipeline import check_counts, check_synthesizer_paths, manifest_rows
 from raybind.data.sources import manifest_files
 from raybind.errors import InputError
@@ -58,18 +61,20 @@ def embeddings_of(columns: dict[str, np.ndarray], modalities: Sequence[str]) -> 
     names = {m: embedding_column(m) for m in modalities}
     if TEXT_EMBEDDING in columns:
         names["text"] = TEXT_EMBEDDING
+    if ANCHOR_EMBEDDING in columns:
+        names[ANCHOR] = ANCHOR_EMBEDDING
     return {m: torch.from_numpy(np.ascontiguousarray(columns[name], dtype=np.float32)) for m, name in names.items()}
 
 
-def retrieval(embeddings: Embeddings, modalities: Sequence[str], plots: dict) -> dict[str, Any]:
-    """Text-to-X and X-to-text retrieval per modality (row i's caption matches row i's media); adds recall
-    curves and a 16 x 16 similarity sample to `plots`."""
+def retrieval(embeddings: Embeddings, modalities: Sequence[str], plots: dict, query: str = "text") -> dict[str, Any]:
+    """Query-to-X and X-to-query retrieval per modality (row i's caption, or anchor frame, matches row i's
+    media); adds recall curves and a 16 x 16 similarity sample to `plots`."""
     out = {}
     for modality in modalities:
-        similarity = embeddings["text"] @ embeddings[modality].T
+        similarity = embeddings[query] @ embeddings[modality].T
         out[modality] = {**retrieval_scores(similarity), "x2t": retrieval_scores(similarity.T)}
-        plots.setdefault("recall", {})[f"text->{modality}"] = recall_curve(similarity)
-        plots.setdefault("similarity", {}).setdefault(f"text x {modality}", similarity[:16, :16].numpy())
+        plots.setdefault("recall", {})[f"{query}->{modality}"] = recall_curve(similarity)
+        plots.setdefault("similarity", {}).setdefault(f"{query} x {modality}", similarity[:16, :16].numpy())
     return out
 
 
@@ -126,9 +131,12 @@ def arithmetic(embeddings: Embeddings, modalities: Sequence[str], plots: dict) -
     return out
 
 
-def applicable_tasks(columns: Sequence[str], modalities: Sequence[str]) -> dict[str, str | None]:
-    """Each task -> None when it can run on this manifest, else why not."""
+def applicable_tasks(columns: Sequence[str], modalities: Sequence[str], anchor: str = "language") -> dict[str, str | None]:
+    """Each task -> None when it can run on this manifest and model (its `anchor`), else why not."""
+    frames = {"video", "image"} & set(columns)
     return {
+        "anchor": "the checkpoint binds to language (anchor tasks need model.anchor: image)" if anchor != "image"
+        else None if frames else "the manifest has neither 'video' nor 'image' to take anchor frames from",
         "retrieval": None if TEXT in columns else "the manifest has no 'text' column",
         "classification": None if LABEL in columns else "the manifest has no 'label' column",
         "emergent": None if len(modalities) >= 2 else f"needs two non-language modalities per row, has {list(modalities)}",
@@ -196,7 +204,8 @@ def evaluate(checkpoint: str, output: str, data: str | None = None, benchmark: s
     modalities = available_modalities(towers, media_columns, saved_media_settings(ckpt_meta), synthesize=True)
     if not modalities:
         raise InputError(f"the manifest's media columns {media_columns} feed none of the checkpoint's towers {towers}")
-    chosen = choose_tasks(tasks, defaults, applicable_tasks(names, modalities))
+    anchor = ckpt_meta["model"].get("anchor", "language")
+    chosen = choose_tasks(tasks, defaults, applicable_tasks(names, modalities, anchor))
     cfg = checkpoint_inference_config(ckpt_meta, modalities, overrides, media_columns=media_columns)
     check_synthesizer_paths(cfg)
     init_ray(cfg)
@@ -210,7 +219,8 @@ def evaluate(checkpoint: str, output: str, data: str | None = None, benchmark: s
     model, _ = read_checkpoint(checkpoint)
     text_embedder = Embedder(model, None, torch.device("cpu"))  # class prompts on the driver
     ds = embedding_stream(cfg, model.config, checkpoint, rows, manifest_uri, quarantine_uri, modalities,
-                          with_text="retrieval" in chosen, columns=names, manifest_dir=manifest_dir)
+                          with_text="retrieval" in chosen, columns=names, manifest_dir=manifest_dir,
+                          with_anchor="anchor" in chosen)
     print(f"evaluating {rows_in} rows ({', '.join(modalities)}): {', '.join(chosen)}", file=sys.stderr)
     columns = collect(_progress(ds.iter_batches(batch_size=None, batch_format="numpy"), rows_in))
     bad = quarantine.collect(quarantine_uri, storage.join(output, quarantine.QUARANTINE_FILE))
@@ -229,12 +239,14 @@ def evaluate(checkpoint: str, output: str, data: str | None = None, benchmark: s
         elif task == "classification":
             metrics[task] = classification(embeddings, columns, modalities, classes, text_embedder.embed_text,
                                            templates, plots)
+        elif task == "anchor":
+            metrics[task] = retrieval(embeddings, modalities, plots, query=ANCHOR)
         elif task == "emergent":
             metrics[task] = emergent(embeddings, modalities, plots)
         else:
             metrics[task] = arithmetic(embeddings, modalities, plots)
     summary = {**counts, "checkpoint": storage.redact(checkpoint), "data": storage.redact(manifest_uri),
-               "benchmark": benchmark, "modalities": modalities, "tasks": chosen, "metrics": metrics,
+               "benchmark": benchmark, "modalities": modalities, "anchor": anchor, "tasks": chosen, "metrics": metrics,
                "output": storage.redact(output), "wall_s": round(time.perf_counter() - started, 1)}
     summary["report"] = write_report(output, summary, plots)
     storage.write_text(storage.join(output, METRICS_FILE), json.dumps(summary, indent=2, sort_keys=True))
