@@ -113,15 +113,58 @@ def load_into(model: BindModel, directory: str | Path) -> BindModel:
     if (directory / BASE_TENSORS).is_file():
         load_base(model, directory)
     for modality in model.modalities:
-        folder = directory / modality
-        tower = model.tower(modality)
-        if tower.config.lora is not None:
-            load_adapter(tower, folder)
-        tensors = upgrade_trained_tensors(tower, load_file(str(folder / TRAINED_TENSORS)))
-        missing = set(_non_adapter_trained(model, modality)) - set(tensors)
-        if missing:
-            raise ValueError(f"{folder / TRAINED_TENSORS} lacks {sorted(missing)[:5]}")
-        tower.load_state_dict(tensors, strict=False)
+        _load_tower(model, modality, directory / modality)
+    return model
+
+
+def _load_tower(model: BindModel, modality: str, folder: Path) -> None:
+    """A tower's adapters and other trained tensors from its checkpoint folder."""
+    tower = model.tower(modality)
+    if tower.config.lora is not None:
+        load_adapter(tower, folder)
+    tensors = upgrade_trained_tensors(tower, load_file(str(folder / TRAINED_TENSORS)))
+    missing = set(_non_adapter_trained(model, modality)) - set(tensors)
+    if missing:
+        raise ValueError(f"{folder / TRAINED_TENSORS} lacks {sorted(missing)[:5]}")
+    tower.load_state_dict(tensors, strict=False)
+
+
+def init_problem(saved: ModelConfig, config: ModelConfig) -> str | None:
+    """Why a model of `config` cannot start from a checkpoint of `saved` (None: it can). The backbone and the
+    language tower must be the same; without a carried base also the frozen weights' origin (pretrained tag,
+    seed), checked by `init_from`. Each tower both have must be the same tower (LoRA, preprocessing, variant);
+    towers only one has are fine (new towers start fresh, the checkpoint's others are not loaded)."""
+    if (saved.preset, saved.text) != (config.preset, config.text):
+        return (f"it holds preset {saved.preset!r} with text {saved.text}, this model preset {config.preset!r} "
+                f"with text {config.text}")
+    for tower in config.towers:
+        mine = next((t for t in saved.towers if t.modality == tower.modality), None)
+        if mine is not None and mine.to_dict() != tower.to_dict():
+            ours, theirs = tower.to_dict(), mine.to_dict()
+            fields = sorted(k for k in ours if ours[k] != theirs.get(k))
+            return f"its {tower.modality} tower differs in {fields}: {[theirs.get(k) for k in fields]}"
+    return None
+
+
+def init_from(model: BindModel, directory: str | Path) -> BindModel:
+    """Start `model` from a checkpoint (fine-tuning `model.init_from`): its carried base weights when it has
+    them (an imported LanguageBind model), then, for every tower of `model` the checkpoint has, its adapters and
+    trained tensors, logit scale included. Towers the checkpoint lacks keep their fresh initialisation."""
+    directory = Path(directory)
+    saved = ModelConfig.from_dict(read_metadata(directory)["model"])
+    problem = init_problem(saved, model.config)
+    has_base = (directory / BASE_TENSORS).is_file()
+    if problem is None and not has_base and (saved.pretrained, saved.init_seed) != (
+            model.config.pretrained, model.config.init_seed):
+        problem = (f"its frozen weights come from pretrained {saved.pretrained!r} seed {saved.init_seed}, this "
+                   f"model's from {model.config.pretrained!r} seed {model.config.init_seed}")
+    if problem is not None:
+        raise ValueError(f"cannot start from {directory}: {problem}")
+    if has_base:
+        load_base(model, directory, strict=False)
+    for modality in model.modalities:
+        if any(t.modality == modality for t in saved.towers):
+            _load_tower(model, modality, directory / modality)
     return model
 
 

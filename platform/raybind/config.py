@@ -220,6 +220,9 @@ class ModelSettings(_Strict):
     # frame per clip (ImageBind; manifests need no captions). See encoders.config.ModelConfig.
     anchor: Literal["language", "image"] = ModelConfig.anchor
     anchor_from: str | None = ModelConfig.anchor_from   # image anchor: a checkpoint with an image tower
+    # fine-tune from a checkpoint (or run folder; local or s3://), e.g. one `raybind import-languagebind` wrote:
+    # its weights for the towers it shares with this model (see encoders.checkpoint.init_from)
+    init_from: str | None = None
 
     @field_validator("preset")
     @classmethod

@@ -18,7 +18,8 @@ def _trained(config):
     model = BindModel(config).train()
     optimizer = build_optimizer(parameter_groups(model.towers, {m: 1e-2 for m in model.modalities}))
     tokens = model.tokenizer()(["a", "b"])
-    for modality, batch in _inputs().items():
+    for modality in model.modalities:
+        batch = _inputs()[modality]
         loss = contrastive_loss(model.encode(modality, batch), model.encode_text(tokens), model.logit_scale(modality))
         loss.backward()
     optimizer.step()
@@ -105,3 +106,44 @@ def test_mask_ratio_and_temperature_are_training_settings_outside_the_model_iden
     other = BindModel(config)  # paper defaults: mask 0.5, temperature 0.07, learned
     load_into(other, tmp_path / "ckpt")
     assert float(other.logit_scale("depth").detach()) == pytest.approx(5.0)  # the fixed temperature travels as a tensor
+
+
+def test_init_from_loads_the_towers_it_shares_and_leaves_new_ones_fresh(tmp_path):
+    from encoders.checkpoint import init_from
+
+    source = _trained(languagebind_config("tiny", ["audio", "depth"]))
+    save_model(source, tmp_path / "ckpt")
+    target_config = languagebind_config("tiny", ["audio", "thermal"])
+    model = init_from(BindModel(target_config), tmp_path / "ckpt").eval()
+    fresh = BindModel(target_config).eval()
+    inputs = _inputs()
+    with torch.no_grad():
+        assert torch.equal(model.encode("audio", inputs["audio"]), source.encode("audio", inputs["audio"]))
+        assert torch.equal(model.logit_scale("audio"), source.logit_scale("audio"))
+        assert not torch.allclose(model.encode("audio", inputs["audio"]), fresh.encode("audio", inputs["audio"]))
+        assert torch.equal(model.encode("thermal", inputs["thermal"]), fresh.encode("thermal", inputs["thermal"]))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"lora_rank": 4}, r"its audio tower differs in \['lora'\]"),
+    ({"init_seed": 1}, "its frozen weights come from pretrained None seed 0, this model's from None seed 1"),
+    ({"preset": "vit-b-32"}, "it holds preset 'tiny'"),
+])
+def test_init_from_refuses_another_architecture_by_name(tmp_path, change, message):
+    from dataclasses import replace
+
+    from encoders.checkpoint import init_from
+    from encoders.config import LoraSettings
+
+    save_model(BindModel(languagebind_config("tiny", ["audio"])), tmp_path / "ckpt")
+    config = languagebind_config("tiny", ["audio"], init_seed=change.get("init_seed", 0))
+    if "lora_rank" in change:
+        config = replace(config, towers=(replace(config.towers[0], lora=LoraSettings(r=change["lora_rank"])),))
+    if "preset" in change:   # checked from the configs alone: nothing of the other preset is built
+        from encoders.checkpoint import ModelConfig, init_problem, read_metadata
+
+        saved = ModelConfig.from_dict(read_metadata(tmp_path / "ckpt")["model"])
+        assert message in init_problem(saved, replace(config, preset=change["preset"]))
+        return
+    with pytest.raises(ValueError, match=message):
+        init_from(BindModel(config), tmp_path / "ckpt")

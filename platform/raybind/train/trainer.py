@@ -24,7 +24,9 @@ from ray.train.v2.api.callback import UserCallback
 
 from raybind import metrics as M
 from raybind import storage
-from raybind.config import RayBindConfig
+from encoders.checkpoint import METADATA_FILE, init_problem
+from encoders.config import ModelConfig
+from raybind.config import ConfigError, RayBindConfig
 from raybind.console import ProgressPrinter
 from raybind.data import quarantine
 from raybind.data.batch_format import training_columns
@@ -32,6 +34,7 @@ from raybind.data.demo_data import generate
 from raybind.data.demo_synthesizers import fit_demo_synthesizers
 from raybind.data.pipeline import Stream, build_stream, check_counts, decoded_split_mb, synthesis_settings
 from raybind.errors import ResourceError, StorageError
+from raybind.evaluate.embed import resolve_checkpoint
 from raybind.runtime import init_ray
 from raybind.train.loop import train_loop_per_worker
 from raybind.train.plan import check_fits, is_local, worker_resources
@@ -79,6 +82,18 @@ def ensure_demo_data(cfg: RayBindConfig) -> None:
     if cfg.data.demo.get("synthesizers") and not all(storage.exists(p) for p in wanted):
         log.info("fitting the demo's depth and thermal synthesizers to its ground truth (once)")
         fit_demo_synthesizers(folder, seed)
+
+
+def check_init_from(cfg: RayBindConfig) -> None:
+    """`model.init_from` names a checkpoint this model can start from: checked on the driver before anything
+    starts (the workers load it), so a wrong path or another architecture is one line and exit 2."""
+    if not cfg.model.init_from:
+        return
+    checkpoint = resolve_checkpoint(cfg.model.init_from)
+    saved = ModelConfig.from_dict(json.loads(storage.read_text(storage.join(checkpoint, METADATA_FILE)))["model"])
+    problem = init_problem(saved, cfg.encoder_config())
+    if problem is not None:
+        raise ConfigError(f"model.init_from: cannot start from {storage.redact(checkpoint)}: {problem}")
 
 
 def check_storage(run_uri: str) -> None:
@@ -162,6 +177,7 @@ def prepare(cfg: RayBindConfig, run_uri: str | None = None) -> Prepared:
     """Storage probe, demo data, Ray, resource check, and the lazy streams (nothing decodes yet)."""
     run_uri = run_uri or storage.join(storage.durable_output(cfg.storage, "storage"), cfg.name)
     check_storage(run_uri)
+    check_init_from(cfg)
     ensure_demo_data(cfg)
     init_ray(cfg)
     check_cluster(cfg)

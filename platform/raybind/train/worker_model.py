@@ -10,10 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from encoders import BindModel
+from encoders.checkpoint import init_from
 from encoders.lora import cast_frozen_weights
 from encoders.modalities import modality as modality_spec
 from encoders.optim import build_optimizer, parameter_groups
+from raybind import storage
 from raybind.config import RayBindConfig
+from raybind.evaluate.embed import resolve_checkpoint
 
 
 def autocast_for(device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
@@ -24,8 +27,12 @@ def autocast_for(device: torch.device) -> Callable[[], contextlib.AbstractContex
 
 
 def build_model(cfg: RayBindConfig, device: torch.device) -> BindModel:
-    """The worker's model on `device`: `apply_worker_layout` for it, then `torch.compile` per the config."""
+    """The worker's model on `device`: started from `model.init_from` when set, `apply_worker_layout` for it,
+    then `torch.compile` per the config."""
     model = BindModel(cfg.encoder_config())
+    if cfg.model.init_from:
+        with storage.local_dir(resolve_checkpoint(cfg.model.init_from)) as folder:
+            init_from(model, folder)
     apply_worker_layout(model, cfg, gpu=device.type == "cuda")
     model = model.to(device)
     if cfg.compile_enabled():
