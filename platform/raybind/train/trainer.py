@@ -22,10 +22,10 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.v2.api.callback import UserCallback
 
-from raybind import metrics as M
-from raybind import storage
 from encoders.checkpoint import METADATA_FILE, init_problem
 from encoders.config import ModelConfig
+from raybind import metrics as M
+from raybind import storage
 from raybind.config import ConfigError, RayBindConfig
 from raybind.console import ProgressPrinter
 from raybind.data import quarantine
