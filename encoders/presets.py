@@ -87,7 +87,7 @@ _register(Preset("tiny", None, _TINY, audio_overrides={"mel_bins": 64, "target_l
 
 def available_presets() -> list[str]:
     """Every preset name, the lazily loaded ViTs included (for choices and error messages)."""
-    return sorted([*_PRESETS, *_LAZY])
+    return sorted({*_PRESETS, *_LAZY})   # a lazy preset is registered once loaded: listed once
 
 
 # ViT presets read their architecture from open_clip on first use (open_clip import is not free).

@@ -63,14 +63,14 @@ def matching_preset(folder: LanguageBindFolder) -> str:
     wanted = _architecture(folder)
     quick = folder.vision.get("hidden_act", "quick_gelu") == "quick_gelu"
     wanted["quick_gelu"] = quick
-    for name in sorted(set(available_presets())):
+    for name in available_presets():
         try:
             if {**_preset_architecture(name), "quick_gelu": get_preset(name).quick_gelu(None)} == wanted:
                 return name
         except Exception:   # a preset whose open_clip config is unavailable cannot match
             continue
     raise LanguageBindError(f"{folder.path}: no RayBind preset has this architecture {wanted}; presets: "
-                            f"{sorted(set(available_presets()))}")
+                            f"{available_presets()}")
 
 
 # ---- config.json <-> TowerConfig ----
