@@ -16,7 +16,8 @@ from raybind.commands import COMMANDS, command_module
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = {"pretrain": "pretrain", "sweep": "sweep", "build": "build_dataset", "check": "check_manifest",
         "evaluate": "evaluate",
-        "embed": "embed", "query": "query", "demo-data": "make_demo_data", "bench": "benchmark"}
+        "embed": "embed", "query": "query", "demo-data": "make_demo_data", "bench": "benchmark",
+        "import-languagebind": "import_languagebind", "export-languagebind": "export_languagebind"}
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

@@ -1,4 +1,5 @@
-"""Resuming inside a pass over a sharded manifest reads only the files that pass had not finished."""
+"""Resume: inside a pass over a sharded manifest only the files that pass had not finished are read; a
+checkpoint whose optimizer state belongs to other trained parameters is refused with the way on."""
 
 from __future__ import annotations
 
@@ -95,3 +96,27 @@ def test_a_run_stopped_inside_a_sharded_pass_resumes_without_reading_the_finishe
     assert summary["first_pass_complete"] is True
     assert (summary["rows_in"], summary["rows_out"], summary["rows_quarantined"]) == (13, 12, 1)
     assert worker_columns(cfg) == ["video", "tokens"]
+
+
+def test_a_checkpoint_whose_optimizer_trained_other_parameters_is_refused_with_the_way_on(tmp_path):
+    """A run written when towers trained fewer tensors (before class embeddings and temporal norms trained)
+    cannot take today's optimizer state: the error says so and how to continue from its weights."""
+    import torch
+
+    from encoders import BindModel, languagebind_config
+    from encoders.optim import build_optimizer, parameter_groups
+    from raybind.train.state import TRAINER_STATE, load_training_checkpoint, save_training_checkpoint
+
+    def fresh():
+        model = BindModel(languagebind_config("tiny", ["audio"]))
+        optimizer = build_optimizer(parameter_groups(model.towers, {"audio": 1e-3}))
+        return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    save_training_checkpoint(tmp_path, *fresh(), progress={"step": 3})
+    model, optimizer, scheduler = fresh()
+    assert load_training_checkpoint(tmp_path, model, optimizer, scheduler)["step"] == 3   # the same layout resumes
+    state = torch.load(tmp_path / TRAINER_STATE, weights_only=True)
+    state["optimizer"]["param_groups"][-1]["params"] = state["optimizer"]["param_groups"][-1]["params"][:-1]
+    torch.save(state, tmp_path / TRAINER_STATE)   # as an older layout wrote it: one trained tensor fewer
+    with pytest.raises(ValueError, match=r"cannot resume from .*model.init_from"):
+        load_training_checkpoint(tmp_path, *fresh())

@@ -42,6 +42,14 @@ def load_training_checkpoint(directory: Path, model: BindModel, optimizer: torch
     """Restore model, optimizer and scheduler in place; return the saved progress."""
     load_into(model, directory)
     state = torch.load(directory / TRAINER_STATE, map_location="cpu", weights_only=True)
+    saved = [len(group["params"]) for group in state["optimizer"]["param_groups"]]
+    ours = [len(group["params"]) for group in optimizer.param_groups]
+    if saved != ours:   # Adam's moments belong to parameters by position: another set cannot resume
+        raise ValueError(
+            f"cannot resume from {directory}: its optimizer holds {sum(saved)} trained tensors in groups of {saved}, "
+            f"this model trains {sum(ours)} in groups of {ours} (towers that train other parameters, e.g. written "
+            "before class embeddings and temporal norms trained). Continue from its weights in a new run: another "
+            "`name`, with `model.init_from` set to this run's folder (<storage>/<name>)")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return json.loads((directory / PROGRESS).read_text())
