@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from encoders.config import ModelConfig
-from encoders.lora import load_adapter, save_adapter
+from encoders.lora import load_adapter, plain_name, save_adapter
 from encoders.model import BindModel
 from encoders.towers import ModalityTower
 
@@ -38,6 +38,7 @@ METADATA_FILE = "raybind.json"   # the checkpoint's metadata (model config, hash
 TRAINED_TENSORS = "trained.safetensors"
 CLASS_EMBEDDING = "backbone.class_embedding"   # trained since towers became LanguageBind's; older checkpoints lack it
 BASE_TENSORS = "base.safetensors"
+ANCHOR_TENSORS = "anchor.safetensors"   # an image anchor taken from another checkpoint (`anchor_from`), and its text
 CARRIES_BASE = "carries_base"   # attribute set on a BindModel whose frozen weights come from base.safetensors
 FORMAT_VERSION = 1
 
@@ -89,6 +90,10 @@ def save_model(model: BindModel, directory: str | Path, extra: dict[str, Any] | 
         save_file(_non_adapter_trained(model, modality), str(folder / TRAINED_TENSORS))
     if getattr(model, CARRIES_BASE, False):
         save_base(model, directory)
+    if model.anchor_carried:   # the checkpoint stands alone: the anchor's source folder is not needed to load it
+        tensors = {f"anchor_tower.{k}": v for k, v in model.anchor_tower.state_dict().items()}
+        tensors.update({f"text.{k}": v for k, v in model.text.state_dict().items()})
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(directory / ANCHOR_TENSORS))
     meta = {"format_version": FORMAT_VERSION, "model": model.config.to_dict(),
                 "config_hash": config_hash(model.config), **(extra or {})}
     (directory / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -112,9 +117,19 @@ def load_into(model: BindModel, directory: str | Path) -> BindModel:
                          f"({meta['config_hash']} != {config_hash(model.config)})")
     if (directory / BASE_TENSORS).is_file():
         load_base(model, directory)
+    if (directory / ANCHOR_TENSORS).is_file():
+        _load_anchor(model, directory / ANCHOR_TENSORS)
     for modality in model.modalities:
         _load_tower(model, modality, directory / modality)
     return model
+
+
+def _load_anchor(model: BindModel, path: Path) -> None:
+    """The image anchor and its language tower as the checkpoint carries them (`anchor_from` models)."""
+    tensors = load_file(str(path))
+    for prefix, module in (("anchor_tower.", model.anchor_tower), ("text.", model.text)):
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    model.anchor_carried, model.anchor_missing = True, None
 
 
 def _load_tower(model: BindModel, modality: str, folder: Path) -> None:
@@ -174,16 +189,11 @@ def load_model(directory: str | Path) -> BindModel:
     return load_into(BindModel(config), directory)
 
 
-def _base_name(name: str) -> str:
-    """A state-dict name without peft's wrapping: the same for a LoRA and a fully fine-tuned tower."""
-    return name.replace(".base_layer.", ".")
-
-
 def save_base(model: BindModel, directory: str | Path) -> Path:
     """Write every non-adapter tensor of `model` to `<directory>/base.safetensors` and mark the model."""
     path = Path(directory) / BASE_TENSORS
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({_base_name(k): v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+    save_file({plain_name(k): v.detach().cpu().contiguous() for k, v in model.state_dict().items()
                if "lora_" not in k}, str(path))
     setattr(model, CARRIES_BASE, True)
     return path
@@ -199,16 +209,16 @@ def load_base(model: BindModel, directory: str | Path, strict: bool = True) -> B
     path = Path(directory) / BASE_TENSORS
     tensors = load_file(str(path))
     targets = {k: v for k, v in model.state_dict().items() if "lora_" not in k}
-    missing = [k for k in targets if _base_name(k) not in tensors]
+    missing = [k for k in targets if plain_name(k) not in tensors]
     if strict and missing:
         raise ValueError(f"{path} lacks {len(missing)} tensors of this model, e.g. {missing[:3]}")
     with torch.no_grad():
         for name, target in targets.items():
-            source = tensors.get(_base_name(name))
+            source = tensors.get(plain_name(name))
             if source is None:
                 continue
             if source.shape != target.shape:
-                raise ValueError(f"{path}: {_base_name(name)} has shape {list(source.shape)}, the model's "
+                raise ValueError(f"{path}: {plain_name(name)} has shape {list(source.shape)}, the model's "
                                  f"{list(target.shape)}")
             target.copy_(source)
     setattr(model, CARRIES_BASE, True)

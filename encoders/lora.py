@@ -79,6 +79,27 @@ def _trains(name: str, lora: bool) -> bool:
     return "lora_" in name or _trained_with_lora(name)
 
 
+def plain_name(name: str) -> str:
+    """A state-dict name without peft's wrapping: the same for a LoRA and a fully fine-tuned tower."""
+    return name.replace(".base_layer.", ".")
+
+
+def merged_state_dict(tower: ModalityTower) -> dict[str, torch.Tensor]:
+    """The tower's tensors under plain names with its LoRA merged into the weights (W + alpha/r * B A): what
+    the same tower without adapters loads (an export, a frozen copy)."""
+    state = {plain_name(k): v.detach() for k, v in tower.state_dict().items()}
+    lora = tower.config.lora
+    if lora is None:
+        return state
+    scale = lora.alpha / lora.r
+    for name in [k for k in state if ".lora_A." in k]:
+        module = name.split(".lora_A.")[0]
+        a = state.pop(name)
+        b = state.pop(next(k for k in state if k.startswith(module + ".lora_B.")))
+        state[module + ".weight"] = state[module + ".weight"] + scale * (b.float() @ a.float()).to(b.dtype)
+    return state
+
+
 def save_adapter(tower: ModalityTower, folder: Path) -> None:
     """Write `adapter_config.json` + `adapter_model.safetensors` in the layout PeftModel loads."""
     folder.mkdir(parents=True, exist_ok=True)

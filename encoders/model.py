@@ -3,6 +3,7 @@ modality, in a shared space."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import torch
@@ -37,8 +38,13 @@ class BindModel(nn.Module):
         if own_text:
             self.text = build_text_tower(config.text, clip, seed=config.init_seed)
         self.anchor_tower: ModalityTower | None = None
+        # an anchor taken from a checkpoint (`anchor_from`): its weights are this model's own from then on, and
+        # its checkpoints carry them; without the source folder they await `encoders.checkpoint.load_into`
+        self.anchor_carried = False
+        self.anchor_missing: str | None = None
         if config.anchor == "image":
-            self.anchor_tower, text = build_image_anchor(config, visual, preset.image_size)
+            self.anchor_tower, text, self.anchor_missing = build_image_anchor(config, visual, preset.image_size)
+            self.anchor_carried = config.anchor_from is not None
             self.text = text or self.text
         self.embed_dim = int(self.text.output_dim)
         self.towers = build_towers(config, visual)
@@ -86,6 +92,8 @@ class BindModel(nn.Module):
         without gradients (the image anchor is frozen)."""
         if self.anchor_tower is None:
             raise ValueError("this model binds to language; it has no image anchor")
+        if self.anchor_missing:
+            raise ValueError(self.anchor_missing)
         with torch.no_grad():
             return F.normalize(self.anchor_tower(images).float(), dim=-1)
 
@@ -112,26 +120,35 @@ class BindModel(nn.Module):
         return Tokenizer(self.config.text)
 
 
-def build_image_anchor(config: ModelConfig, visual: nn.Module, image_size: int) -> tuple[ModalityTower, nn.Module | None]:
-    """The frozen image anchor: the preset's CLIP image tower as its weights came (no LoRA, no masking), or
-    the `image` tower of the checkpoint `anchor_from` with that checkpoint's language tower (returned so
-    that text queries land in the anchor's space; None when the model's own language tower is the CLIP's)."""
-    text = None
-    if config.anchor_from is None:
-        anchor = ModalityTower(TowerConfig("image", lora=None, preprocess=PreprocessConfig(image_size=image_size)),
-                               visual)
-    else:
+def build_image_anchor(config: ModelConfig, visual: nn.Module,
+                       image_size: int) -> tuple[ModalityTower, nn.Module | None, str | None]:
+    """The frozen image anchor, a plain image tower of the preset (no LoRA, no masking), with
+    - the preset's CLIP weights as they came (`anchor_from` None), or
+    - the `image` tower of the checkpoint `anchor_from`, LoRA merged, and that checkpoint's language tower
+      (returned, so that text queries land in the anchor's space; otherwise None), or
+    - when `anchor_from` is no folder here (a checkpoint of this model read elsewhere), weights still to come
+      from the checkpoint being loaded: the third value says what is missing until then."""
+    from encoders.lora import merged_state_dict
+
+    anchor = ModalityTower(TowerConfig("image", lora=None, preprocess=PreprocessConfig(image_size=image_size)), visual)
+    anchor.requires_grad_(False)
+    text, missing = None, None
+    if config.anchor_from is not None and not os.path.isdir(config.anchor_from):
+        missing = (f"the image anchor's weights were not loaded: anchor_from {config.anchor_from} is not a folder "
+                   "here, and no checkpoint carrying them was loaded")
+    elif config.anchor_from is not None:
         from encoders.checkpoint import load_model  # a checkpoint holds a BindModel: imported on use
 
         source = load_model(config.anchor_from)
         if "image" not in source.modalities:
             raise ValueError(f"anchor_from {config.anchor_from} has no image tower (it has {source.modalities})")
-        if source.config.text != config.text:
-            raise ValueError(f"anchor_from {config.anchor_from} binds to text {source.config.text}; this model's "
-                             f"text must be the same (it is {config.text})")
-        anchor, text = source.tower("image"), source.text
-    anchor.requires_grad_(False)
-    return anchor.eval(), text
+        if (source.config.preset, source.config.text) != (config.preset, config.text):
+            raise ValueError(f"anchor_from {config.anchor_from} is preset {source.config.preset!r} with text "
+                             f"{source.config.text}; this model's must be the same (it is {config.preset!r}, "
+                             f"{config.text})")
+        anchor.load_state_dict(merged_state_dict(source.tower("image")))
+        text = source.text
+    return anchor.eval(), text, missing
 
 
 def build_towers(config: ModelConfig, visual: nn.Module) -> nn.ModuleDict:

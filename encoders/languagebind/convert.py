@@ -23,6 +23,7 @@ from encoders.checkpoint import CARRIES_BASE
 from encoders.config import LoraSettings, ModelConfig, TextConfig, TowerConfig
 from encoders.languagebind import keys as K
 from encoders.languagebind.folder import MODEL_TYPE_OF, LanguageBindError, LanguageBindFolder, read_folder, write_folder
+from encoders.lora import merged_state_dict
 from encoders.model import BindModel
 from encoders.presets import available_presets, get_preset
 
@@ -229,16 +230,9 @@ def _check_lora_present(folder: LanguageBindFolder, source: dict[str, torch.Tens
 
 def _merged_tower_state(tower: nn.Module, keep_lora: bool) -> dict[str, torch.Tensor]:
     """Canonical tower tensors; LoRA merged into its base weights (W + alpha/r * B A) unless kept."""
-    state = {K.canonical(k): v.detach() for k, v in tower.state_dict().items()}
-    lora = tower.config.lora
-    if lora is None or keep_lora:
-        return state
-    scale = lora.alpha / lora.r
-    for name in [k for k in state if k.endswith(".lora_A.weight")]:
-        module = name[:-len(".lora_A.weight")]
-        a, b = state.pop(name), state.pop(module + ".lora_B.weight")
-        state[module + ".weight"] = state[module + ".weight"] + scale * (b.float() @ a.float()).to(b.dtype)
-    return state
+    if tower.config.lora is None or not keep_lora:
+        return merged_state_dict(tower)
+    return {K.canonical(k): v.detach() for k, v in tower.state_dict().items()}
 
 
 def _vision_config(model: BindModel, modality: str, keep_lora: bool) -> dict[str, Any]:

@@ -73,19 +73,30 @@ def test_a_checkpoint_records_its_anchor_and_reloads_the_same_embeddings(tmp_pat
 
 def test_anchor_from_a_checkpoint_takes_its_image_tower_and_its_language_tower(tmp_path):
     text = TextConfig(kind="hf", name="all-minilm-l6-v2")
-    source = BindModel(ModelConfig(text=text, towers=(_tower("image", lora=None),), init_seed=7)).eval()
-    with torch.no_grad():   # a trained image tower: anything but its initial weights
-        source.tower("image").backbone.proj.add_(0.5)
+    source = BindModel(ModelConfig(text=text, towers=(_tower("image"),), init_seed=7)).eval()   # LoRA
+    with torch.no_grad():   # a trained image tower: adapters and projection moved from their initial weights
+        for name, param in source.tower("image").named_parameters():
+            if "lora_B" in name or name.endswith("proj"):
+                param.add_(0.05 * torch.randn_like(param))
     save_model(source, tmp_path / "anchor")
-    model = BindModel(ModelConfig(text=text, towers=(_tower("audio"),), anchor="image",
-                                  anchor_from=str(tmp_path / "anchor"))).eval()
-    images = torch.randn(3, 3, 64, 64)
-    assert torch.allclose(model.encode_anchor_images(images), source.encode("image", images), atol=1e-6)
+    config = ModelConfig(text=text, towers=(_tower("audio"),), anchor="image", anchor_from=str(tmp_path / "anchor"))
+    model = BindModel(config).eval()
+    images = torch.randn(3, 3, 64, 64)   # the anchor is the source's tower with its LoRA merged
+    assert torch.allclose(model.encode_anchor_images(images), source.encode("image", images), atol=1e-5)
     tokens = model.tokenizer()(["a red circle", "a blue cross"])
     assert torch.allclose(model.encode_text(tokens), source.encode_text(tokens), atol=1e-6)
+
+    save_model(model, tmp_path / "bound")   # carries the anchor: loads with the source folder gone
+    (tmp_path / "anchor").rename(tmp_path / "moved")
+    with pytest.raises(ValueError, match="image anchor's weights were not loaded"):
+        BindModel(config).encode_anchor_images(images)
+    again = load_model(tmp_path / "bound").eval()
+    assert torch.equal(again.encode_anchor_images(images), model.encode_anchor_images(images))
+    assert torch.equal(again.encode_text(tokens), model.encode_text(tokens))
+    (tmp_path / "moved").rename(tmp_path / "anchor")
     save_model(BindModel(ModelConfig(text=text, towers=(_tower("audio"),))), tmp_path / "no-image")
     with pytest.raises(ValueError, match="has no image tower"):
         BindModel(ModelConfig(text=text, towers=(_tower("depth"),), anchor="image",
                               anchor_from=str(tmp_path / "no-image")))
-    with pytest.raises(ValueError, match="text must be the same"):
+    with pytest.raises(ValueError, match="this model's must be the same"):
         BindModel(ModelConfig(towers=(_tower("audio"),), anchor="image", anchor_from=str(tmp_path / "anchor")))

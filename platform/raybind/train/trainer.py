@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -85,8 +86,13 @@ def ensure_demo_data(cfg: RayBindConfig) -> None:
 
 
 def check_init_from(cfg: RayBindConfig) -> None:
-    """`model.init_from` names a checkpoint this model can start from: checked on the driver before anything
-    starts (the workers load it), so a wrong path or another architecture is one line and exit 2."""
+    """`model.init_from` names a checkpoint this model can start from, and `model.anchor_from` a local one:
+    checked on the driver before anything starts (the workers load them), so a wrong path or another
+    architecture is one line and exit 2."""
+    anchor_from = cfg.encoder_config().anchor_from
+    if anchor_from is not None and not os.path.isfile(os.path.join(anchor_from, METADATA_FILE)):
+        raise ConfigError(f"model.anchor_from: {anchor_from} is neither a checkpoint folder nor a run folder with "
+                          "one on this machine")
     if not cfg.model.init_from:
         return
     checkpoint = resolve_checkpoint(cfg.model.init_from)
