@@ -15,19 +15,21 @@ log = logging.getLogger(__name__)
 __all__ = ["WEIGHT_SUFFIXES", "build_clip"]
 
 
-def build_clip(preset: Preset, pretrained: str | None, embed_dim: int | None, seed: int) -> torch.nn.Module:
+def build_clip(preset: Preset, pretrained: str | None, embed_dim: int | None, seed: int,
+               legacy_activation: bool = False) -> torch.nn.Module:
     """Return an open_clip `CLIP` for `preset`.
 
     `pretrained` is an open_clip tag for the preset's architecture or a local weights file; `None` gives
     a random init seeded with `seed` (so the same config always yields the same backbone). `embed_dim`
     overrides the joint embedding width when the language tower is not the preset's own (the vision
     projection is then freshly initialised, the rest of the tower keeps its weights). The activation
-    (GELU or QuickGELU) is the one the weights were trained with (`Preset.quick_gelu`).
+    (GELU or QuickGELU) is the one the weights were trained with (`Preset.quick_gelu`); with
+    `legacy_activation` the preset config's own, as checkpoints of format 1 were built.
     """
     import open_clip
     from open_clip.model import CLIP
 
-    quick_gelu = preset.quick_gelu(pretrained)
+    quick_gelu = preset.quick_gelu(None if legacy_activation else pretrained)
     config = {**preset.clip_config, "quick_gelu": quick_gelu}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -19,6 +19,7 @@ carrying the weights it started from.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 import json
 import logging
 from pathlib import Path
@@ -40,7 +41,7 @@ CLASS_EMBEDDING = "backbone.class_embedding"   # trained since towers became Lan
 BASE_TENSORS = "base.safetensors"
 ANCHOR_TENSORS = "anchor.safetensors"   # an image anchor taken from another checkpoint (`anchor_from`), and its text
 CARRIES_BASE = "carries_base"   # attribute set on a BindModel whose frozen weights come from base.safetensors
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: the activation follows the pretrained weights (format 1: the preset config's)
 
 
 def config_hash(config: ModelConfig) -> str:
@@ -185,7 +186,10 @@ def init_from(model: BindModel, directory: str | Path) -> BindModel:
 
 def load_model(directory: str | Path) -> BindModel:
     """Rebuild the model from `raybind.json` (same backbone weights, same seed) and load its trained state."""
-    config = ModelConfig.from_dict(read_metadata(directory)["model"])
+    meta = read_metadata(directory)
+    config = ModelConfig.from_dict(meta["model"])
+    if meta.get("format_version", 1) < 2:
+        config = replace(config, legacy_activation=True)
     return load_into(BindModel(config), directory)
 
 

@@ -218,6 +218,9 @@ class ModelConfig:
     towers: tuple[TowerConfig, ...] = ()
     anchor: Literal["language", "image"] = "language"
     anchor_from: str | None = None   # image anchor: a RayBind checkpoint folder whose image + language towers anchor
+    # Checkpoints written before the activation followed the weights (format 1) were built with the preset
+    # config's own activation whatever the tag (GELU for `vit-l-14` even with `openai` weights): they reload so.
+    legacy_activation: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.anchor not in ANCHORS:

@@ -33,7 +33,8 @@ class BindModel(nn.Module):
         if not own_text:
             self.text = build_text_tower(config.text, None, seed=config.init_seed)
             text_dim = self.text.output_dim
-        clip = build_clip(preset, config.pretrained, embed_dim=text_dim, seed=config.init_seed)
+        clip = build_clip(preset, config.pretrained, embed_dim=text_dim, seed=config.init_seed,
+                          legacy_activation=config.legacy_activation)
         visual = clip.visual
         if own_text:
             self.text = build_text_tower(config.text, clip, seed=config.init_seed)

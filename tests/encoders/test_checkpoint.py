@@ -147,3 +147,27 @@ def test_init_from_refuses_another_architecture_by_name(tmp_path, change, messag
         return
     with pytest.raises(ValueError, match=message):
         init_from(BindModel(config), tmp_path / "ckpt")
+
+
+def test_a_format_1_checkpoint_of_openai_weights_reloads_with_the_activation_it_was_built_with(tmp_path, monkeypatch):
+    """Before the activation followed the weights, `vit-l-14` + `openai` built open_clip's GELU: checkpoints of
+    that format (1) reload with it; new ones (2) with the QuickGELU the weights need."""
+    import open_clip
+
+    from encoders.backbone import build_clip
+    from encoders.checkpoint import METADATA_FILE
+    from encoders.presets import get_preset
+
+    forced = []
+    monkeypatch.setattr(open_clip, "create_model", lambda name, pretrained, force_quick_gelu: forced.append(
+        force_quick_gelu) or open_clip.model.CLIP(**get_preset("tiny").clip_config))
+    for legacy in (False, True):   # the tag needs QuickGELU; format 1 built GELU (nothing is downloaded)
+        build_clip(get_preset("vit-l-14"), "openai", None, 0, legacy_activation=legacy)
+    assert forced == [True, False]
+    monkeypatch.undo()
+
+    save_model(BindModel(languagebind_config("tiny", ["audio"])), tmp_path / "ckpt")
+    meta = json.loads((tmp_path / "ckpt" / METADATA_FILE).read_text())
+    assert meta["format_version"] == 2 and not load_model(tmp_path / "ckpt").config.legacy_activation
+    (tmp_path / "ckpt" / METADATA_FILE).write_text(json.dumps({**meta, "format_version": 1}))
+    assert load_model(tmp_path / "ckpt").config.legacy_activation
