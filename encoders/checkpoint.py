@@ -19,9 +19,9 @@ carrying the weights it started from.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
