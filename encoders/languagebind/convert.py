@@ -68,7 +68,7 @@ def matching_preset(folder: LanguageBindFolder) -> str:
         try:
             if {**_preset_architecture(name), "quick_gelu": get_preset(name).quick_gelu(None)} == wanted:
                 return name
-        except Exception:   # a preset whose open_clip config is unavailable cannot match
+        except ValueError:   # a preset whose open_clip config is unavailable cannot match (get_preset says so)
             continue
     raise LanguageBindError(f"{folder.path}: no RayBind preset has this architecture {wanted}; presets: "
                             f"{available_presets()}")

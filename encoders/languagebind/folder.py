@@ -108,7 +108,10 @@ def write_folder(path: str | Path, config: dict[str, Any], tensors: dict[str, to
 def resolve_source(source: str) -> str:
     """A local folder as is; anything else that looks like a hub id (`org/name`) is downloaded with
     `huggingface_hub.snapshot_download` where the hub is reachable (s3:// is the platform's job)."""
-    if Path(source).expanduser().exists() or "://" in source:
+    if "://" in source:
+        raise LanguageBindError(f"{source}: a URI is read through the platform (raybind import-languagebind copies "
+                                "s3:// folders first); the library reads local folders and hub ids")
+    if Path(source).expanduser().exists():
         return str(Path(source).expanduser())
     if source.count("/") != 1:
         raise LanguageBindError(f"not a folder nor a hub id (org/name): {source}")
