@@ -171,3 +171,14 @@ def test_a_format_1_checkpoint_of_openai_weights_reloads_with_the_activation_it_
     assert meta["format_version"] == 2 and not load_model(tmp_path / "ckpt").config.legacy_activation
     (tmp_path / "ckpt" / METADATA_FILE).write_text(json.dumps({**meta, "format_version": 1}))
     assert load_model(tmp_path / "ckpt").config.legacy_activation
+
+
+def test_the_config_hash_of_existing_checkpoints_does_not_move():
+    """Pinned digests of configs written before V1.5, the image anchor and the activation rule: fields added
+    since stay out of `to_dict` at their defaults, so old checkpoints still load onto the same identity."""
+    from encoders import TextConfig
+    from encoders.checkpoint import config_hash
+
+    assert config_hash(languagebind_config("tiny", ["video", "audio", "depth", "thermal", "image"])) == "00ffd74a226607af"
+    assert config_hash(languagebind_config("vit-l-14", ["video"], pretrained="openai",
+                                           text=TextConfig(kind="hf", name="all-minilm-l6-v2"))) == "e6ae77271cf3608b"
