@@ -6,6 +6,8 @@
     <dir>/<modality>/trained.safetensors    every other trained tensor (post-norm, projection,
                                             temporal embeddings, logit scale; all blocks when full FT)
     <dir>/base.safetensors              only in models whose frozen weights no preset rebuilds (see below)
+    <dir>/anchor.safetensors            only with an image anchor taken from another checkpoint (`anchor_from`):
+                                        the anchor tower and its language tower, so the checkpoint stands alone
 
 Base weights: a checkpoint normally rebuilds its frozen weights from the preset, the `pretrained` tag and
 `init_seed`. A model imported from elsewhere (`encoders.languagebind`: LanguageBind's towers and text tower)
