@@ -115,7 +115,13 @@ def test_towers_bound_to_an_image_anchor_from_uncaptioned_clips_retrieve_by_imag
     from raybind.evaluate.tasks import evaluate
     from raybind.train.trainer import pretrain
 
-    demo = generate(tmp_path / "demo", train_clips=64, val_clips=32, seed=6)
+    demo = generate(tmp_path / "demo", train_clips=128, val_clips=64, seed=6)
+    # the anchor is fitted on other clips than those bound to it, as a CLIP is: on the same clips a tiny
+    # image tower memorises each caption, sound words included, and the towers learn those instead
+    for name, part in (("train_stills", slice(0, 64)), ("train_uncaptioned", slice(64, 128))):
+        lines = Path(demo[name]).read_text().splitlines(keepends=True)[part]
+        demo[name] = str(Path(demo[name]).with_name(f"{name}_half.jsonl"))
+        Path(demo[name]).write_text("".join(lines))
     depth_model = fit_demo_synthesizers(tmp_path / "demo", seed=0, frames=128)["depth"]   # depth that shows the scene
     text = {"kind": "hf", "name": "all-minilm-l6-v2"}
     common = {"storage": str(tmp_path / "runs"), "seed": 0}
@@ -124,15 +130,15 @@ def test_towers_bound_to_an_image_anchor_from_uncaptioned_clips_retrieve_by_imag
                  "cache_mb": 64},
         "model": {"preset": "tiny", "text": text,
                   "towers": {"image": {"lr": 2e-3, "lora": None, "mask_ratio": 0.0, "preprocess": {"random_flip": False}}}},
-        "train": {"steps": 120, "batch_size": 16, "log_every": 40, "cpus_per_worker": 0.5}}), progress=False)
-    assert first["steps"] == 120
+        "train": {"steps": 160, "batch_size": 16, "log_every": 40, "cpus_per_worker": 0.5}}), progress=False)
+    assert first["steps"] == 160
     second = pretrain(validate({**common, "name": "bound",
         "data": {"train": demo["train_uncaptioned"], "modalities": ["audio", "depth"], "num_frames": 4,
                  "decode": {"batch_size": 8, "num_cpus": 0.5}, "synthesis": {"actors": 1, "num_cpus": 0.5},
                  "depth": {"model": depth_model}, "cache_mb": 128},
         "model": {"preset": "tiny", "text": text, "anchor": "image", "anchor_from": str(tmp_path / "runs" / "anchor"),
                   "towers": {"audio": {"lr": 2e-3}, "depth": {"lr": 2e-3, "mask_ratio": 0.25}}},
-        "train": {"steps": 240, "batch_size": 16, "log_every": 40, "cpus_per_worker": 0.5}}), progress=False)
+        "train": {"steps": 400, "batch_size": 16, "log_every": 100, "cpus_per_worker": 0.5}}), progress=False)
     assert (second["rows_in"], second["rows_out"], second["rows_quarantined"]) == (64, 64, 0)
 
     anchor_tower = load_model(resolve_checkpoint(str(tmp_path / "runs" / "anchor"))).tower("image")
@@ -143,10 +149,13 @@ def test_towers_bound_to_an_image_anchor_from_uncaptioned_clips_retrieve_by_imag
 
     summary = evaluate(str(tmp_path / "runs" / "bound"), str(tmp_path / "eval"), data=demo["val"],
                        tasks=["anchor", "retrieval"])
-    assert summary["anchor"] == "image" and summary["rows_out"] == 32
-    chance = 16.5   # mean rank of 32 items at random
+    assert summary["anchor"] == "image" and summary["rows_out"] == 64
+    # mean rank of the right clip among 64: 32.5 at random (a mean of 64 ranks: standard deviation 2.3). Three
+    # runs (2026-12-02): image -> audio 22.9-24.0 (its sound tells only the shape: 16 clips share it),
+    # image -> depth 7.3-10.5; emergent text -> audio 14.7-18.7, text -> depth 18.9-22.9
+    chance = 32.5
     for modality in ("audio", "depth"):
-        assert summary["metrics"]["anchor"][modality]["mean_rank"] < chance - 3, summary["metrics"]["anchor"]
-        assert summary["metrics"]["retrieval"][modality]["mean_rank"] < chance - 2, summary["metrics"]["retrieval"]
+        assert summary["metrics"]["anchor"][modality]["mean_rank"] < chance - 5, summary["metrics"]["anchor"]
+        assert summary["metrics"]["retrieval"][modality]["mean_rank"] < chance - 8, summary["metrics"]["retrieval"]
     report = Path(summary["report"]).read_text()
     assert "Trained with the **image anchor**" in report and "## Zero-shot retrieval (emergent)" in report
