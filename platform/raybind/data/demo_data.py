@@ -142,9 +142,9 @@ def generate(output_dir: str | Path, train_clips: int = 256, val_clips: int = 64
              fps: int = 10, seconds: float = 2.0, sample_rate: int = 16_000) -> dict[str, str]:
     """Write `clips/*.mp4` plus `train.jsonl` and `val.jsonl` manifests (one caption per clip), the
     recipes' `train_recipes.jsonl` / `val_recipes.jsonl` (caption views per clip; the training one adds
-    still frames from `stills/*.png` as image rows), and for ImageBind's recipe `<split>_stills.jsonl` (every
-    clip's middle frame with its caption: fits the demo's image anchor) and `<split>_uncaptioned.jsonl` (the
-    clips without captions). Deterministic for a seed."""
+    still frames from `stills/*.png` as image rows), and for ImageBind's recipe `<split>_stills.jsonl` (a
+    clip's middle frame with its caption: fits the demo's image anchor) and `<split>_uncaptioned.jsonl` (clips
+    without captions), in training the first and the second half of the clips. Deterministic for a seed."""
     import cv2
 
     output_dir = Path(output_dir)
@@ -164,8 +164,12 @@ def generate(output_dir: str | Path, train_clips: int = 256, val_clips: int = 64
             recipe_rows.append({"id": clip_id, "text": views, "label": spec.label, "video": relative})
             still = f"stills/{clip_id}.png"
             cv2.imwrite(str(output_dir / still), cv2.cvtColor(frames[len(frames) // 2], cv2.COLOR_RGB2BGR))
-            still_rows.append({"id": f"{clip_id}-still", "text": spec.caption, "label": spec.label, "image": still})
-            uncaptioned.append({"id": clip_id, "label": spec.label, "video": relative})
+            # training: the image anchor is fitted on one half of the clips and binds the other half (on the
+            # same clips a tiny image tower memorises their captions, sound words included)
+            if split != "train" or index < count // 2:
+                still_rows.append({"id": f"{clip_id}-still", "text": spec.caption, "label": spec.label, "image": still})
+            if split != "train" or index >= count // 2:
+                uncaptioned.append({"id": clip_id, "label": spec.label, "video": relative})
             if split == "train" and index % STILL_EVERY == 0:  # a still: no per-frame captions, no video
                 recipe_rows.append({"id": f"{clip_id}-still", "label": spec.label, "image": still,
                                     "text": {"title": views["title"], "sentence": f"a {spec.colour} {spec.shape}"}})
