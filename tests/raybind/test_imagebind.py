@@ -155,3 +155,13 @@ def test_towers_bound_to_an_image_anchor_from_uncaptioned_clips_retrieve_by_imag
         assert summary["metrics"]["retrieval"][modality]["mean_rank"] < chance - 8, summary["metrics"]["retrieval"]
     report = Path(summary["report"]).read_text()
     assert "Trained with the **image anchor**" in report and "## Zero-shot retrieval (emergent)" in report
+
+
+def test_a_dataset_built_for_the_language_anchor_is_refused_for_the_image_anchor(tmp_path):
+    from raybind.data.pipeline import BUILT_MARKER
+    from raybind.train.trainer import worker_columns
+
+    (tmp_path / BUILT_MARKER).write_text(json.dumps({"columns": ["audio", "id", "tokens"], "rows_out": 8}))
+    cfg = validate(_cfg(str(tmp_path), modalities=("audio",)))
+    with pytest.raises(ManifestError, match=r"lacks \['anchor'\]; it has \['audio', 'id', 'tokens'\]"):
+        build_stream(cfg, str(tmp_path), str(tmp_path / "q"), columns=worker_columns(cfg))

@@ -286,9 +286,10 @@ def _built_stream(cfg: RayBindConfig, uri: str, columns: tuple[str, ...] | None,
     """A built dataset streamed from its Parquet files: only `columns` are read (None: all). With a seed each
     pass visits the files in a new seeded order, file by file: no all-to-all step reads them all first."""
     info = json.loads(storage.read_text(storage.join(uri, BUILT_MARKER)))
-    missing = [m for m in cfg.data.modalities if m not in info["columns"]]
-    if missing:
-        raise ManifestError(f"built dataset {storage.redact(uri)} lacks {missing}; it has {info['columns']}")
+    missing = [m for m in (columns or cfg.data.modalities) if m not in info["columns"]]
+    if missing:   # e.g. built for the language anchor (tokens) and read for the image anchor (anchor frames)
+        raise ManifestError(f"built dataset {storage.redact(uri)} lacks {missing}; it has {info['columns']} "
+                            "(build it with this run's config)")
     fs, path = storage.resolve(storage.join(uri, BUILT_DATA))
     ds = ray.data.read_parquet(path, filesystem=fs, columns=list(columns) if columns is not None else None,
                                shuffle=FileShuffleConfig(seed=shuffle_seed) if shuffle_seed is not None else None)
