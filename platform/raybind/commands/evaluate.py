@@ -51,10 +51,12 @@ def _print_table(summary: dict) -> None:
     """The headline numbers on stderr (the report has them all)."""
     print(f"\n{summary['rows_out']} of {summary['rows_in']} rows evaluated, {summary['rows_quarantined']} "
           f"quarantined; report: {summary['report']}", file=sys.stderr)
+    if summary.get("anchor") == "image":
+        print("trained with the image anchor: text retrieval and classification are emergent", file=sys.stderr)
     print(f"{'task':15s} {'query -> items':24s} {'R@1/top1':>9s} {'R@5/top5':>9s} {'R@10':>6s}", file=sys.stderr)
     for task, rows in summary["metrics"].items():
         for name, m in rows.items():
-            label = f"text -> {name}" if task == "retrieval" else name
+            label = {"retrieval": f"text -> {name}", "anchor": f"image -> {name}"}.get(task, name)
             first, fifth = (m["top1"], m["top5"]) if "top1" in m else (m["r1"], m["r5"])
             tenth = f"{100 * m['r10']:6.1f}" if "r10" in m else f"{'':6s}"
             print(f"{task:15s} {label:24s} {100 * first:9.1f} {100 * fifth:9.1f} {tenth}", file=sys.stderr)
