@@ -115,7 +115,7 @@ def test_a_built_dataset_streams_with_no_all_to_all_step_before_its_first_batch(
     for index in range(6):
         pq.write_table(pa.table({"id": [f"{index}-{i}" for i in range(20)], "video": [b"x"] * 20}),
                        built / BUILT_DATA / f"{index}.parquet")
-    (built / BUILT_MARKER).write_text(json.dumps({"rows_out": 120, "columns": ["video"]}))
+    (built / BUILT_MARKER).write_text(json.dumps({"rows_out": 120, "columns": ["id", "video"]}))
     cfg = validate({"name": "b", "data": {"train": str(built), "modalities": ["video"]}})
     stream = build_stream(cfg, str(built), "", shuffle=True, columns=["id"])
     assert _all_to_all(stream.dataset) == [] and stream.rows_in == 120
