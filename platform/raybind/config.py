@@ -224,6 +224,12 @@ class ModelSettings(_Strict):
     # its weights for the towers it shares with this model (see encoders.checkpoint.init_from)
     init_from: str | None = None
 
+    @field_validator("anchor_from", "init_from")
+    @classmethod
+    def _local_checkpoint(cls, value: str | None) -> str | None:
+        # made absolute where the config is read, so Ray workers (another working directory) find it too
+        return _local_folder(value)
+
     @field_validator("preset")
     @classmethod
     def _preset(cls, value: str) -> str:
@@ -452,7 +458,7 @@ class RayBindConfig(_Strict):
         return ModelConfig(preset=self.model.preset, pretrained=self.model.pretrained, init_seed=self.model.init_seed,
                            text=self.model.text,
                            towers=tuple(self.tower(m).tower_config() for m in self.data.modalities),
-                           anchor=self.model.anchor, anchor_from=_local_folder(self.model.anchor_from))
+                           anchor=self.model.anchor, anchor_from=self.model.anchor_from)
 
     def tower(self, modality: str) -> TowerSettings:
         """A trained modality's tower settings, defaults filled in."""

@@ -165,3 +165,17 @@ def test_a_dataset_built_for_the_language_anchor_is_refused_for_the_image_anchor
     cfg = validate(_cfg(str(tmp_path), modalities=("audio",)))
     with pytest.raises(ManifestError, match=r"lacks \['anchor'\]; it has \['audio', 'id', 'tokens'\]"):
         build_stream(cfg, str(tmp_path), str(tmp_path / "q"), columns=worker_columns(cfg))
+
+
+def test_relative_checkpoint_paths_are_made_absolute_where_the_config_is_read(tmp_path, monkeypatch):
+    """Ray workers run in another working directory: `anchor_from` / `init_from` reach them absolute."""
+    from encoders import BindModel, languagebind_config
+    from encoders.checkpoint import save_model
+
+    save_model(BindModel(languagebind_config("tiny", ["image"])), tmp_path / "anchor" / "checkpoint_1")
+    (tmp_path / "anchor" / "summary.json").write_text(json.dumps({"checkpoint": str(tmp_path / "anchor" / "checkpoint_1")}))
+    monkeypatch.chdir(tmp_path)
+    cfg = validate(_cfg("m.jsonl", anchor_from="anchor", init_from="anchor/checkpoint_1"))
+    assert cfg.model.anchor_from == cfg.model.init_from == str(tmp_path / "anchor" / "checkpoint_1")
+    monkeypatch.chdir("/")
+    assert type(cfg).model_validate(cfg.model_dump(mode="json")) == cfg   # the worker's reading: the same
