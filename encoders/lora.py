@@ -28,6 +28,8 @@ TEMPORAL_TARGETS = rf"blocks\.\d+\.temporal_attn\.{_PROJECTIONS}"
 # LanguageBind: its `main.py` locks the image embeddings (`--lock-image`) and then sets `requires_grad` on
 # `class_embedding` again, in LoRA and full fine-tuning alike (V1.5's per-frame rows can only differ so).
 _ALWAYS_FROZEN = ("conv1.", "positional_embedding", "ln_pre.")
+
+
 def _trained_with_lora(name: str) -> bool:
     """Trained next to the adapters in LoRA mode: class embedding, post-norm, projection, and video's
     temporal embeddings and temporal LayerNorms. LanguageBind's video script (`--convert_to_lora`) wraps the
