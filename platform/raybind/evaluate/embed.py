@@ -57,6 +57,11 @@ def resolve_checkpoint(uri: str) -> str:
                           f"{storage.redact(uri)}")
 
 
+def checkpoint_metadata(uri: str) -> dict[str, Any]:
+    """The `raybind.json` of a checkpoint or run folder (local or remote), without loading the model."""
+    return json.loads(storage.read_text(storage.join(resolve_checkpoint(uri), METADATA_FILE)))
+
+
 def read_checkpoint(uri: str) -> tuple[BindModel, dict[str, Any]]:
     """(model in eval mode, the checkpoint's `raybind.json`) from a local or remote checkpoint or run folder."""
     uri = resolve_checkpoint(uri)

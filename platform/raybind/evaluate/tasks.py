@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from encoders.checkpoint import METADATA_FILE
+from encoders.config import ModelConfig
 from encoders.modalities import MODALITIES
 from raybind import storage
 from raybind.config import saved_media_settings
@@ -40,7 +40,7 @@ from raybind.data.sources import manifest_files
 from raybind.errors import InputError
 from raybind.evaluate import TASKS
 from raybind.evaluate.datasets import build
-from raybind.evaluate.embed import Embedder, read_checkpoint, resolve_checkpoint
+from raybind.evaluate.embed import Embedder, checkpoint_metadata, read_checkpoint, resolve_checkpoint
 from raybind.evaluate.inference import collect, embedding_stream
 from raybind.evaluate.prompts import class_embeddings, templates_for
 from raybind.evaluate.report import write_report
@@ -182,7 +182,7 @@ def evaluate(checkpoint: str, output: str, data: str | None = None, benchmark: s
         raise InputError("give either a manifest (--data) or a benchmark (--benchmark with --root)")
     started = time.perf_counter()
     checkpoint = resolve_checkpoint(checkpoint)
-    ckpt_meta = json.loads(storage.read_text(storage.join(checkpoint, METADATA_FILE)))
+    ckpt_meta = checkpoint_metadata(checkpoint)
     output = storage.durable_output(output, "--output")
     classes, defaults, table, source = None, None, None, None
     if benchmark is not None:
@@ -204,7 +204,7 @@ def evaluate(checkpoint: str, output: str, data: str | None = None, benchmark: s
     modalities = available_modalities(towers, media_columns, saved_media_settings(ckpt_meta), synthesize=True)
     if not modalities:
         raise InputError(f"the manifest's media columns {media_columns} feed none of the checkpoint's towers {towers}")
-    anchor = ckpt_meta["model"].get("anchor", "language")
+    anchor = ModelConfig.from_dict(ckpt_meta["model"]).anchor
     chosen = choose_tasks(tasks, defaults, applicable_tasks(names, modalities, anchor))
     cfg = checkpoint_inference_config(ckpt_meta, modalities, overrides, media_columns=media_columns)
     check_synthesizer_paths(cfg)

@@ -35,7 +35,7 @@ from raybind.data.demo_data import generate
 from raybind.data.demo_synthesizers import fit_demo_synthesizers
 from raybind.data.pipeline import Stream, build_stream, check_counts, decoded_split_mb, synthesis_settings
 from raybind.errors import ResourceError, StorageError
-from raybind.evaluate.embed import resolve_checkpoint
+from raybind.evaluate.embed import checkpoint_metadata
 from raybind.runtime import init_ray
 from raybind.train.loop import train_loop_per_worker
 from raybind.train.plan import check_fits, is_local, worker_resources
@@ -89,17 +89,16 @@ def check_init_from(cfg: RayBindConfig) -> None:
     """`model.init_from` names a checkpoint this model can start from, and `model.anchor_from` a local one:
     checked on the driver before anything starts (the workers load them), so a wrong path or another
     architecture is one line and exit 2."""
-    anchor_from = cfg.encoder_config().anchor_from
+    anchor_from = cfg.model.anchor_from   # a local checkpoint's absolute path once validated
     if anchor_from is not None and not os.path.isfile(os.path.join(anchor_from, METADATA_FILE)):
         raise ConfigError(f"model.anchor_from: {anchor_from} is neither a checkpoint folder nor a run folder with "
                           "one on this machine")
     if not cfg.model.init_from:
         return
-    checkpoint = resolve_checkpoint(cfg.model.init_from)
-    saved = ModelConfig.from_dict(json.loads(storage.read_text(storage.join(checkpoint, METADATA_FILE)))["model"])
+    saved = ModelConfig.from_dict(checkpoint_metadata(cfg.model.init_from)["model"])
     problem = init_problem(saved, cfg.encoder_config())
     if problem is not None:
-        raise ConfigError(f"model.init_from: cannot start from {storage.redact(checkpoint)}: {problem}")
+        raise ConfigError(f"model.init_from: cannot start from {storage.redact(cfg.model.init_from)}: {problem}")
 
 
 def check_storage(run_uri: str) -> None:
