@@ -132,7 +132,7 @@ def _load_anchor(model: BindModel, path: Path) -> None:
     tensors = load_file(str(path))
     for prefix, module in (("anchor_tower.", model.anchor_tower), ("text.", model.text)):
         module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-    model.anchor_carried, model.anchor_missing = True, None
+    model.anchor_missing = None
 
 
 def _load_tower(model: BindModel, modality: str, folder: Path) -> None:

@@ -39,13 +39,11 @@ class BindModel(nn.Module):
         if own_text:
             self.text = build_text_tower(config.text, clip, seed=config.init_seed)
         self.anchor_tower: ModalityTower | None = None
-        # an anchor taken from a checkpoint (`anchor_from`): its weights are this model's own from then on, and
-        # its checkpoints carry them; without the source folder they await `encoders.checkpoint.load_into`
-        self.anchor_carried = False
+        # an anchor taken from a checkpoint (`anchor_from`) is this model's own from then on, and its checkpoints
+        # carry it; without the source folder its weights await `encoders.checkpoint.load_into`
         self.anchor_missing: str | None = None
         if config.anchor == "image":
             self.anchor_tower, text, self.anchor_missing = build_image_anchor(config, visual, preset.image_size)
-            self.anchor_carried = config.anchor_from is not None
             self.text = text or self.text
         self.embed_dim = int(self.text.output_dim)
         self.towers = build_towers(config, visual)
@@ -82,21 +80,28 @@ class BindModel(nn.Module):
         return self.config.anchor
 
     @property
-    def anchor_preprocess(self) -> PreprocessConfig:
-        """How anchor frames are prepared (the image anchor's resolution and normalisation)."""
+    def anchor_carried(self) -> bool:
+        """The image anchor came from another checkpoint (`anchor_from`): this model's checkpoints carry it."""
+        return self.config.anchor_from is not None
+
+    def _image_anchor(self) -> ModalityTower:
         if self.anchor_tower is None:
             raise ValueError("this model binds to language; it has no image anchor")
-        return self.anchor_tower.config.preprocess
+        return self.anchor_tower
+
+    @property
+    def anchor_preprocess(self) -> PreprocessConfig:
+        """How anchor frames are prepared (the image anchor's resolution and normalisation)."""
+        return self._image_anchor().config.preprocess
 
     def encode_anchor_images(self, images: torch.Tensor) -> torch.Tensor:
         """Prepared anchor frames [batch, 3, S, S] -> L2-normalised anchor embeddings [batch, D] float32,
         without gradients (the image anchor is frozen)."""
-        if self.anchor_tower is None:
-            raise ValueError("this model binds to language; it has no image anchor")
+        anchor = self._image_anchor()
         if self.anchor_missing:
             raise ValueError(self.anchor_missing)
         with torch.no_grad():
-            return F.normalize(self.anchor_tower(images).float(), dim=-1)
+            return F.normalize(anchor(images).float(), dim=-1)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token ids [batch, context_length] int -> L2-normalised text embeddings [batch, D] float32, without
