@@ -30,11 +30,12 @@ from encoders.checkpoint import METADATA_FILE, load_model
 from encoders.modalities import modality as modality_spec
 from raybind import storage
 from raybind.data import media
-from raybind.data.batch_format import DecodeSpec
+from raybind.data.batch_format import ANCHOR, DecodeSpec
 from raybind.data.decode import RowFailed, as_column, decode_media, depth_map, mel
 from raybind.data.tower_input import tower_input
 from raybind.errors import InputError
 from raybind.evaluate.settings import checkpoint_inference_config, inference_spec
+from raybind.train.anchor import anchor_features
 
 MediaInput = str | bytes | np.ndarray
 SUMMARY = "summary.json"
@@ -118,10 +119,10 @@ class Embedder:
 
     @torch.no_grad()
     def embed_anchor(self, column: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Anchor frames (the batch format's `anchor` column) -> [rows, D] through the frozen image anchor."""
-        x = tower_input("image", torch.as_tensor(column).to(self.device), self.model.anchor_preprocess, train=False)
+        """Anchor frames (the batch format's `anchor` column) -> [rows, D] through the frozen image anchor,
+        prepared as training prepares them."""
         with _autocast(self.device):
-            return self.model.encode_anchor_images(x).float().cpu()
+            return anchor_features(self.model, {ANCHOR: torch.as_tensor(column)}, self.device).float().cpu()
 
     @torch.no_grad()
     def embed_column(self, modality: str, column: np.ndarray | torch.Tensor) -> torch.Tensor:
