@@ -57,6 +57,7 @@ VIEW_TOKENS, VIEW_PRESENT, VIEW_FRAMES, ROW_KEY, SYNTH_FRAME = (
     "view_tokens", "view_present", "view_frames", "row_key", "synth_frame")
 VIDEO_FRAMES = "video_frames"
 ANCHOR = "anchor"
+ANCHOR_SOURCES = ("video", "image")   # the columns an anchor frame is taken from, in this order
 SOURCE_KEY = "source_key"
 SOURCE_PATH = "path"   # the column Ray Data's readers add with `include_paths` (WebDataset samples: `__url__`)
 CAPTION_COLUMNS = (VIEW_TOKENS, VIEW_PRESENT, VIEW_FRAMES, ROW_KEY, SYNTH_FRAME)

@@ -27,6 +27,7 @@ from raybind import storage
 from raybind.data import captions, media, quarantine, webdataset
 from raybind.data.batch_format import (
     ANCHOR,
+    ANCHOR_SOURCES,
     FRAMES,
     ID,
     PASSTHROUGH,
@@ -52,7 +53,6 @@ from raybind.data.webdataset import Member, SampleError
 T = TypeVar("T")
 
 VIEW_TEXTS = "_view_texts"  # per-row only, between decoding and tokenizing
-NO_ANCHOR = "no anchor frame: the row has neither a 'video' nor an 'image'"
 
 
 @lru_cache(maxsize=4)
@@ -247,8 +247,8 @@ def _decode_row(row: dict[str, Any], spec: DecodeSpec) -> dict[str, Any]:
     for name in PASSTHROUGH:
         if name in row:
             out[name] = "" if field_value(row, name) is None else str(row[name])
-    if spec.anchor_image and field_value(row, "video") is None and field_value(row, "image") is None:
-        raise RowFailed("", NO_ANCHOR)
+    if spec.anchor_image and all(field_value(row, column) is None for column in ANCHOR_SOURCES):
+        raise RowFailed("", "no anchor frame: the row has neither a 'video' nor an 'image'")
     audio_column = spec.audio_column() if "audio" in spec.modalities else None
     frames_column = "video" if "video" in spec.modalities else FRAMES
     if spec.needs_frames and audio_column == "video":

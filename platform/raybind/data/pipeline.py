@@ -24,6 +24,7 @@ from encoders.modalities import MODALITIES, REGISTRY, SYNTHESIZABLE
 from raybind import storage
 from raybind.config import MediaRunConfig, RayBindConfig, SynthesisPoolSettings, SynthesisSettings
 from raybind.data.batch_format import (
+    ANCHOR_SOURCES,
     FRAMES,
     ID,
     SHIPPED_DTYPE,
@@ -227,8 +228,8 @@ def build_stream(cfg: RayBindConfig, source_uri: str | list[str] | ManifestFiles
     anchor_image = cfg.model.anchor == "image"
     rows = manifest_rows(cfg, source, _needed_columns(cfg), shuffle, required=(ID,) if anchor_image else REQUIRED_COLUMNS)
     _check_audio_source(cfg, source, rows.media_columns)
-    if anchor_image and not {"video", "image"} & set(rows.media_columns):
-        raise ManifestError(f"manifest {manifest_name(source.entries)} has neither a 'video' nor an 'image' column "
+    if anchor_image and not set(ANCHOR_SOURCES) & set(rows.media_columns):
+        raise ManifestError(f"manifest {manifest_name(source.entries)} has none of the columns {list(ANCHOR_SOURCES)} "
                             "to take the anchor frame from (model.anchor: image)")
     check_synthesizer_paths(cfg)
     spec = decode_spec(cfg, source.files[0], quarantine_uri, rows.media_columns, manifest_dir=source.base_dir)

@@ -34,7 +34,17 @@ from encoders.modalities import MODALITIES
 from raybind import storage
 from raybind.config import saved_media_settings
 from raybind.data import quarantine
-from raybind.data.batch_format import ANCHOR, ANCHOR_EMBEDDING, FOLD, ID, LABEL, TEXT, TEXT_EMBEDDING, embedding_column
+from raybind.data.batch_format import (
+    ANCHOR,
+    ANCHOR_EMBEDDING,
+    ANCHOR_SOURCES,
+    FOLD,
+    ID,
+    LABEL,
+    TEXT,
+    TEXT_EMBEDDING,
+    embedding_column,
+)
 from raybind.data.pipeline import check_counts, check_synthesizer_paths, manifest_rows
 from raybind.data.sources import manifest_files
 from raybind.errors import InputError
@@ -133,10 +143,10 @@ def arithmetic(embeddings: Embeddings, modalities: Sequence[str], plots: dict) -
 
 def applicable_tasks(columns: Sequence[str], modalities: Sequence[str], anchor: str = "language") -> dict[str, str | None]:
     """Each task -> None when it can run on this manifest and model (its `anchor`), else why not."""
-    frames = {"video", "image"} & set(columns)
+    frames = set(ANCHOR_SOURCES) & set(columns)
     return {
         "anchor": "the checkpoint binds to language (anchor tasks need model.anchor: image)" if anchor != "image"
-        else None if frames else "the manifest has neither 'video' nor 'image' to take anchor frames from",
+        else None if frames else f"the manifest has none of {list(ANCHOR_SOURCES)} to take anchor frames from",
         "retrieval": None if TEXT in columns else "the manifest has no 'text' column",
         "classification": None if LABEL in columns else "the manifest has no 'label' column",
         "emergent": None if len(modalities) >= 2 else f"needs two non-language modalities per row, has {list(modalities)}",
