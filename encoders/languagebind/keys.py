@@ -17,6 +17,8 @@ import re
 
 import torch
 
+from encoders.lora import plain_name
+
 VISION = "vision_model."
 ENCODER = "vision_model.encoder."
 PEFT_ENCODER = "vision_model.encoder.base_model.model."
@@ -57,9 +59,8 @@ _RESBLOCK = re.compile(r"transformer\.resblocks\.(\d+)\.(.+)")
 
 
 def canonical(name: str) -> str:
-    """A state-dict name without peft's wrapping (base_layer, adapter name)."""
-    name = name.replace(".base_layer.", ".")
-    return re.sub(r"\.lora_([AB])\.[^.]+\.weight$", r".lora_\1.weight", name)
+    """A state-dict name without peft's wrapping (base_layer: `encoders.lora.plain_name`; adapter name)."""
+    return re.sub(r"\.lora_([AB])\.[^.]+\.weight$", r".lora_\1.weight", plain_name(name))
 
 
 def normalise_languagebind(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
